@@ -1,0 +1,79 @@
+"""Parsing and formatting of server addresses.
+
+A proxyshare address is one of ``"host:port"``, ``("host", port)``,
+``"unix:/path/to/socket"`` or a plain filesystem path (what the stdlib's
+``BaseManager`` hands out for its default unix socket).  Internally an
+address is what ``multiprocessing.connection`` expects: a ``(host, port)``
+tuple for TCP or a ``str`` path for a unix socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Union
+
+__all__ = ["Address", "format_address", "is_loopback", "parse_address"]
+
+Address = Union[tuple[str, int], str]
+
+
+def parse_address(address: object) -> Address:
+    """Return the ``multiprocessing.connection`` form of ``address``.
+
+    Raises ``ValueError`` naming the accepted forms when ``address`` fits none.
+    """
+    if isinstance(address, tuple) and len(address) == 2:
+        host, port = address
+        if isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool):
+            return (host, _check_port(port, address))
+    if isinstance(address, str):
+        text = address.strip()
+        if text.startswith("unix:"):
+            path = text[len("unix:") :]
+            if path:
+                return path
+        elif text.startswith("/"):
+            return text
+        elif ":" in text:
+            host, _, port_text = text.rpartition(":")
+            host = host.strip("[]") or "127.0.0.1"
+            if port_text.isdigit():
+                return (host, _check_port(int(port_text), address))
+    raise ValueError(
+        f"invalid address {address!r}: use 'host:port' (e.g. '127.0.0.1:50000'), "
+        "('host', port) or 'unix:/path/to/socket'"
+    )
+
+
+def _check_port(port: int, original: object) -> int:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid port in address {original!r}: must be between 0 and 65535")
+    return port
+
+
+def format_address(address: Address) -> str:
+    """The form users type: ``host:port`` or ``unix:/path``."""
+    if isinstance(address, tuple):
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"unix:{address}"
+
+
+def is_loopback(address: Address) -> bool:
+    """True for unix sockets and TCP addresses that only this machine can reach."""
+    if isinstance(address, str):
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback
+                for info in socket.getaddrinfo(host, None)
+            )
+        except OSError:
+            return False

@@ -1,0 +1,263 @@
+"""The one client call path: connections, requests, replies, error mapping.
+
+Every proxy method ends in :meth:`ServerRef.call`.  It finds this thread's
+connection to the server (one per process, thread and server; re-made after
+``fork``), sends one lean request (see ``_protocol``), reads one reply, and
+turns transport failures into proxyshare errors.  This is the *only* place
+where ``EOFError``/``OSError``/``multiprocessing.AuthenticationError`` become
+``ServerUnavailableError``/``AuthenticationError``.
+
+Why one connection per thread: the server ties lock ownership to a
+connection, so two threads of one process must not share one, and a
+connection carries one request at a time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import socket
+import struct
+import threading
+import weakref
+from multiprocessing import connection as mpc
+from typing import Any
+
+from proxyshare import _protocol as P
+from proxyshare._address import Address, format_address, parse_address
+from proxyshare._errors import (
+    AuthenticationError,
+    ProxyShareError,
+    RemoteTraceback,
+    ServerUnavailableError,
+    UnshareableArgumentError,
+)
+
+__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels"]
+
+CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
+_HOST = socket.gethostname()
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+
+class Channel:
+    """One authenticated session with a server, used by one thread."""
+
+    __slots__ = ("__weakref__", "_conn", "address", "pid", "server_info")
+
+    def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.address = address
+        self.pid = os.getpid()
+        self._conn = _open_connection(address, authkey, timeout)
+        try:
+            hello = (P.HELLO, None, self.pid, _HOST, threading.current_thread().name)
+            self.server_info: dict[str, Any] = self.call(hello)
+        except BaseException:
+            self._conn.close()
+            raise
+        _set_recv_timeout(self._conn.fileno(), 0.0)  # handshake done: no timeout
+
+    def call(self, request: tuple[Any, ...]) -> Any:
+        """Send one request and return its result, or raise its error."""
+        try:
+            payload = _dumps(request, P.PICKLE_PROTOCOL)
+        except Exception as exc:
+            raise _unpicklable(request, exc) from exc
+        conn = self._conn
+        try:
+            conn.send_bytes(payload)
+            reply = conn.recv_bytes()
+        except (EOFError, OSError) as exc:
+            self.close()
+            raise ServerUnavailableError(
+                f"lost the connection to the proxyshare server at {format_address(self.address)} "
+                f"({_describe(exc)}): is it still running? The next call reconnects."
+            ) from None
+        except BaseException:
+            # Interrupted mid-call (e.g. KeyboardInterrupt during a blocking
+            # acquire): the reply would arrive later and be read as the answer to
+            # the next request.  Drop the connection; the server then releases
+            # whatever this session held.
+            self.close()
+            raise
+        status, value = _loads(reply)
+        if status == P.OK:
+            return value
+        error, remote_tb = value
+        raise error from RemoteTraceback(remote_tb)
+
+    def close(self) -> None:
+        _forget(self)
+        self._conn.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the server closed the connection"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _unpicklable(request: tuple[Any, ...], exc: Exception) -> UnshareableArgumentError:
+    args = ", ".join(type(a).__name__ for a in request[2:])
+    return UnshareableArgumentError(
+        f"cannot send this value to the proxyshare server: it cannot be pickled "
+        f"({type(exc).__name__}: {exc}). Argument types: ({args}). Send plain data "
+        "(numbers, strings, lists, dicts, ...) instead."
+    )
+
+
+def _set_recv_timeout(fd: int, seconds: float) -> None:
+    """SO_RCVTIMEO on the socket behind ``fd``: bounds the blocking handshake reads."""
+    sock = socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)  # a dup; options are shared
+    try:
+        whole = int(seconds)
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_RCVTIMEO,
+            struct.pack("ll", whole, int((seconds - whole) * 1e6)),
+        )
+    finally:
+        sock.close()
+
+
+def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Connection:
+    where = format_address(address)
+    try:
+        if isinstance(address, tuple):
+            sock = socket.create_connection(address, timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            except BaseException:
+                sock.close()
+                raise
+    except OSError as exc:
+        raise ServerUnavailableError(
+            f"no proxyshare server is listening at {where} ({_describe(exc)}): "
+            "start one with `proxyshare serve` or check the address"
+        ) from None
+    sock.settimeout(None)
+    fd = sock.detach()
+    _set_recv_timeout(fd, timeout)
+    conn = mpc.Connection(fd)
+    try:
+        mpc.answer_challenge(conn, authkey)
+        mpc.deliver_challenge(conn, authkey)
+    except multiprocessing.AuthenticationError:
+        conn.close()
+        raise AuthenticationError(
+            f"the server at {where} rejected the authkey: use the key the server was "
+            "started with (PROXYSHARE_AUTHKEY, --authkey-file or the manager's authkey)"
+        ) from None
+    except (EOFError, OSError) as exc:
+        conn.close()
+        raise ServerUnavailableError(
+            f"the server at {where} did not complete the handshake within {timeout:g}s "
+            f"({_describe(exc)}): is it a proxyshare server?"
+        ) from None
+    except Exception as exc:  # answer_challenge asserts on a foreign greeting
+        conn.close()
+        raise AuthenticationError(
+            f"the peer at {where} did not speak the proxyshare handshake "
+            f"({type(exc).__name__}): is it a proxyshare server?"
+        ) from None
+    return conn
+
+
+# -- per-process, per-thread channel registry ---------------------------------
+
+_tls = threading.local()
+_all_lock = threading.Lock()
+# Every open channel of this process, for close_all_channels().  Weak, so a
+# thread that ends takes its channels with it (and the server sees the close).
+_all: weakref.WeakSet[Channel] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    """A forked child must never use the parent's sockets: start empty."""
+    global _tls, _all_lock, _all
+    _tls = threading.local()
+    _all_lock = threading.Lock()
+    _all = weakref.WeakSet()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _forget(channel: Channel) -> None:
+    channels: dict[Any, Channel] | None = getattr(_tls, "channels", None)
+    if channels is not None:
+        for key, value in list(channels.items()):
+            if value is channel:
+                del channels[key]
+    with _all_lock:
+        _all.discard(channel)
+
+
+def close_all_channels() -> None:
+    """Close every connection this process holds (tests, shutdown)."""
+    with _all_lock:
+        channels = list(_all)
+    for channel in channels:
+        channel.close()
+
+
+class ServerRef:
+    """Where a server is and how to get in: what every proxy carries.
+
+    Pickles as ``(address, authkey)`` so proxies work in any process, under
+    any start method, with a custom authkey (the stdlib drops it).
+    """
+
+    __slots__ = ("_key", "address", "authkey")
+
+    def __init__(self, address: object, authkey: bytes) -> None:
+        self.address: Address = parse_address(address)
+        if not isinstance(authkey, (bytes, bytearray)):
+            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+        self.authkey = bytes(authkey)
+        self._key = (self.address, self.authkey)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ServerRef, (self.address, self.authkey))
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ServerRef({format_address(self.address)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ServerRef) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def channel(self) -> Channel:
+        """This thread's connection to the server, opened on first use."""
+        try:
+            channels: dict[Any, Channel] = _tls.channels
+        except AttributeError:
+            channels = _tls.channels = {}
+        channel = channels.get(self._key)
+        if channel is None or channel.pid != os.getpid():
+            channel = Channel(self.address, self.authkey)
+            channels[self._key] = channel
+            with _all_lock:
+                _all.add(channel)
+        return channel
+
+    def call(self, *request: Any) -> Any:
+        """Send ``(opcode, name, *args)``; return the result or raise its error."""
+        return self.channel().call(request)
+
+
+def error_from_reply(value: Any) -> BaseException:
+    """Rebuild an error sent by the server (used by the pipeline)."""
+    error, remote_tb = value
+    if not isinstance(error, BaseException):
+        return ProxyShareError(repr(error))
+    error.__cause__ = RemoteTraceback(remote_tb)
+    return error

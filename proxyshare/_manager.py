@@ -1,0 +1,286 @@
+"""``ShareManager``: a ``BaseManager`` that serves named resources.
+
+How one call travels (here ``hits.increment()`` inside a pool worker)::
+
+    worker process                                 server process (ShareServer)
+    ──────────────                                 ────────────────────────────
+    hits.increment()                               accepter thread
+      └─ ServerRef.call(COUNTER_ADD, "hits", 1)        └─ one thread per connection
+           └─ this thread's Channel ── pickled ──▶        Session loop: recv request
+              (opened on first use:  (op, name, n)        dispatch → resources["hits"]
+               HMAC handshake + HELLO)                    CounterResource.add(session, 1)
+           ◀── pickled (OK, 42) or (ERROR, (exc, traceback)) ───┘
+      └─ returns 42, or raises exc with the server traceback as __cause__
+
+A proxy pickles as (server address, authkey, name): the worker needs nothing
+from its parent to reach the server, whatever the start method.  When a
+connection drops, its session's locks and permits are released at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import signal
+import threading
+from multiprocessing import managers, util
+from multiprocessing.context import BaseContext
+from types import TracebackType
+from typing import Any
+
+from proxyshare import _protocol as P
+from proxyshare._address import Address, format_address, parse_address
+from proxyshare._client import ServerRef
+from proxyshare._errors import ProxyShareError
+from proxyshare._keys import read_authkey_env
+from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
+from proxyshare._server import ShareServer
+
+__all__ = ["ShareManager", "connect"]
+
+logger = logging.getLogger("proxyshare")
+
+
+class ShareManager(managers.BaseManager):
+    """A manager whose server holds named counters, locks, dicts and more.
+
+    >>> with ShareManager() as mgr:                      # doctest: +SKIP
+    ...     hits = mgr.counter("hits")
+    ...     hits.increment()
+    1
+
+    ``ShareManager(address=..., authkey=...)`` with ``start()``/``shutdown()``
+    works as for any ``BaseManager``; the default address is a unix socket
+    in a private temporary directory and the default key is random.
+    """
+
+    _Server = ShareServer
+
+    def __init__(
+        self,
+        address: object = None,
+        authkey: bytes | None = None,
+        serializer: str = "pickle",
+        ctx: BaseContext | None = None,
+    ) -> None:
+        parsed = None if address is None else parse_address(address)
+        if authkey is not None and not isinstance(authkey, (bytes, bytearray)):
+            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+        super().__init__(parsed, None if authkey is None else bytes(authkey), serializer, ctx)
+        self._ref: ServerRef | None = None
+
+    # -- server lifecycle ------------------------------------------------------------
+
+    def get_server(self) -> ShareServer:
+        """A server to run in this process (``proxyshare serve`` uses this).
+
+        The stdlib's version builds a plain ``Server``; this one builds a
+        ``ShareServer`` so every way of serving has the same features.
+        """
+        if self._state.value != managers.State.INITIAL:
+            raise ProxyShareError("get_server() needs a manager that is neither started nor connected")
+        return ShareServer(self._registry, self._address, self._authkey, self._serializer)
+
+    @classmethod
+    def _run_server(  # type: ignore[override]
+        cls,
+        registry: Any,
+        address: Any,
+        authkey: bytes,
+        serializer: str,
+        writer: Any,
+        initializer: Any = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        """Body of the embedded server process started by ``start()``."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+        if initializer is not None:
+            initializer(*initargs)
+        server = ShareServer(registry, address, authkey, serializer)
+        writer.send(server.address)
+        writer.close()
+        _watch_parent(server)
+        server.serve_forever()
+
+    def start(self, initializer: Any = None, initargs: tuple[Any, ...] = ()) -> None:
+        """Start the embedded server process (it exits if this process dies)."""
+        super().start(initializer, initargs)
+        self._ref = ServerRef(self._address, bytes(self._authkey))
+
+    def connect(self) -> None:
+        """Connect to a server started elsewhere; raise at once if it is not there."""
+        ref = ServerRef(self._address, bytes(self._authkey))
+        ref.channel()  # handshake now, so a wrong key or address fails here
+        self._ref = ref
+        self._state.value = managers.State.STARTED
+
+    def __enter__(self) -> ShareManager:
+        if self._state.value == managers.State.INITIAL:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if hasattr(self, "shutdown"):  # only a started manager owns a server
+            self.shutdown()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A manager passed to a worker arrives connected to the same server.
+        ref = self.server_ref
+        return (_reconnect, (ref.address, ref.authkey))
+
+    # -- where and how ------------------------------------------------------------
+
+    @property
+    def server_ref(self) -> ServerRef:
+        if self._ref is None:
+            raise ProxyShareError(
+                "this ShareManager is not running: use `with ShareManager() as mgr:`, "
+                "mgr.start(), or proxyshare.connect(address, authkey=...)"
+            )
+        return self._ref
+
+    @property
+    def address(self) -> Address:
+        return parse_address(self._address)
+
+    def __repr__(self) -> str:
+        where = format_address(self._address) if self._address else "not started"
+        return f"<ShareManager {where}>"
+
+    # -- resources ---------------------------------------------------------------
+
+    def _open(self, name: str, kind: str, options: builtins.dict[str, Any]) -> ServerRef:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a resource name must be a non-empty str, not {name!r}")
+        ref = self.server_ref
+        ref.call(P.OPEN, name, kind, options)
+        return ref
+
+    def counter(self, name: str, initial: int = 0, *, shared_memory: bool = False) -> Counter:
+        """The counter called ``name``, created with ``initial`` if new.
+
+        ``shared_memory=True`` gives the same-host fast path: operations run in
+        the calling process on a shared-memory file (see ``_shm``).
+        """
+        if shared_memory:
+            from proxyshare._shm import open_shm_counter
+
+            return open_shm_counter(self, name, initial)  # type: ignore[no-any-return]
+        return Counter(self._open(name, "counter", {"initial": initial}), name)
+
+    def lock(self, name: str, *, lease: float | None = None, shared_memory: bool = False) -> Lock:
+        """The lock called ``name``: FIFO, released at once if its holder dies.
+
+        ``lease`` (seconds) also releases it when held for longer than that.
+        """
+        if shared_memory:
+            from proxyshare._shm import open_shm_lock
+
+            return open_shm_lock(self, name)  # type: ignore[no-any-return]
+        return Lock(self._open(name, "lock", {"lease": lease}), name)
+
+    def dict(self, name: str) -> Dict:
+        """The dict called ``name``: a full ``MutableMapping`` usable in any worker."""
+        return Dict(self._open(name, "dict", {}), name)
+
+    def queue(self, name: str, maxsize: int = 0) -> Queue:
+        """The FIFO queue called ``name`` (``maxsize`` applies when it is created)."""
+        return Queue(self._open(name, "queue", {"maxsize": maxsize}), name)
+
+    def semaphore(self, name: str, value: int = 1) -> Semaphore:
+        """The semaphore called ``name``; a dead holder's permits come back."""
+        return Semaphore(self._open(name, "semaphore", {"value": value}), name)
+
+    def event(self, name: str) -> Event:
+        """The event called ``name``."""
+        return Event(self._open(name, "event", {}), name)
+
+    def barrier(self, name: str, parties: int) -> Barrier:
+        """The barrier called ``name`` for ``parties`` waiters; a dead party breaks it."""
+        return Barrier(self._open(name, "barrier", {"parties": parties}), name)
+
+    def delete(self, name: str) -> bool:
+        """Delete the resource ``name``; True if it existed.  Its proxies stop working."""
+        return bool(self.server_ref.call(P.DELETE, name))
+
+    def names(self) -> builtins.dict[str, str]:
+        """Every resource on the server: ``{name: kind}``."""
+        result: builtins.dict[str, str] = self.server_ref.call(P.NAMES, None)
+        return result
+
+    def status(self) -> builtins.dict[str, Any]:
+        """What the server holds and who is connected, as plain data."""
+        result: builtins.dict[str, Any] = self.server_ref.call(P.STATUS, None)
+        return result
+
+    def pipeline(self) -> Any:
+        """A batch of operations sent in one round trip; see ``proxyshare.Pipeline``."""
+        from proxyshare._pipeline import Pipeline
+
+        return Pipeline(self.server_ref)
+
+
+def _reconnect(address: Address, authkey: bytes) -> ShareManager:
+    return connect(address, authkey=authkey)
+
+
+def _watch_parent(server: ShareServer) -> None:
+    """Stop the embedded server when the process that started it dies.
+
+    The stdlib's manager process outlives a killed parent; ours waits on the
+    parent's sentinel (works for fork, spawn and forkserver) and stops.
+    """
+    from multiprocessing import parent_process
+
+    parent = parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        if not server.stop_event.is_set():
+            logger.warning("the process that started this server exited; stopping")
+            server.stop()
+
+    threading.Thread(target=watch, name="proxyshare-parent-watch", daemon=True).start()
+
+
+def connect(address: object = None, authkey: bytes | None = None) -> Any:
+    """Connect to a running server and return a connected manager.
+
+    ``address`` is ``"host:port"``, ``("host", port)``, ``"unix:/path"`` or a
+    ``redis://`` URL; without it ``PROXYSHARE_ADDRESS`` is used.  Without
+    ``authkey``, ``PROXYSHARE_AUTHKEY`` or the file named by
+    ``PROXYSHARE_AUTHKEY_FILE`` is used.
+
+    >>> client = connect("127.0.0.1:50000", authkey=b"secret")   # doctest: +SKIP
+    >>> client.counter("hits").increment()                       # doctest: +SKIP
+    """
+    if address is None:
+        address = os.environ.get("PROXYSHARE_ADDRESS")
+        if not address:
+            raise ProxyShareError(
+                "no address given: pass one to connect() or set PROXYSHARE_ADDRESS "
+                "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
+            )
+    if isinstance(address, str) and address.startswith(("redis://", "rediss://", "unix+redis://")):
+        from proxyshare._redis import RedisManager
+
+        return RedisManager(address)
+    if authkey is None:
+        authkey = read_authkey_env()
+        if authkey is None:
+            raise ProxyShareError(
+                "no authkey given: pass authkey=... or set PROXYSHARE_AUTHKEY or "
+                "PROXYSHARE_AUTHKEY_FILE"
+            )
+    manager = ShareManager(address, authkey=authkey)
+    manager.connect()
+    util.debug("proxyshare connected to %s", format_address(manager.address))
+    return manager

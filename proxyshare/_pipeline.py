@@ -1,0 +1,108 @@
+"""Pipelines: many operations, one round trip, applied atomically in order.
+
+    with mgr.pipeline() as p:
+        p.counter("hits").increment()
+        p.dict("stats").increment("calls")
+    p.results            # [1, 1]: one result per queued operation, in order
+
+Semantics (documented in the README):
+
+* Operations are queued on the client and sent together at the end of the
+  ``with`` block (or by ``execute()``).  Inside the block the proxies return
+  ``None``; results come from ``execute()``/``results``.
+* The server locks every resource the batch names, then applies the
+  operations in order: no other client sees a state in between.
+* Blocking operations (lock acquire, queue get, ...) are refused.
+* The first failing operation stops the batch: earlier ones stay applied,
+  later ones are not run, and ``PipelineError`` is raised with ``index``,
+  the earlier ``results`` and the original error as ``__cause__``.
+* Resources must exist (open them with the manager first).
+* If the ``with`` body raises, nothing is sent.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from proxyshare import _protocol as P
+from proxyshare._client import ServerRef
+from proxyshare._errors import PipelineError, RemoteTraceback
+from proxyshare._proxies import Counter, Dict, Queue
+from proxyshare._server import PipelineFailure
+
+__all__ = ["Pipeline"]
+
+
+class _Recorder:
+    """Stands in for a ``ServerRef``: records requests instead of sending them."""
+
+    __slots__ = ("address", "requests")
+
+    def __init__(self, ref: ServerRef) -> None:
+        self.address = ref.address
+        self.requests: list[tuple[Any, ...]] = []
+
+    def call(self, *request: Any) -> None:
+        self.requests.append(request)
+
+
+class Pipeline:
+    """A batch of counter/dict/queue operations sent in one round trip."""
+
+    def __init__(self, ref: ServerRef) -> None:
+        self._ref = ref
+        self._recorder = _Recorder(ref)
+        self.results: list[Any] = []
+
+    def counter(self, name: str) -> Counter:
+        """A counter proxy whose calls are queued in this pipeline."""
+        return Counter(self._recorder, name)  # type: ignore[arg-type]
+
+    def dict(self, name: str) -> Dict:
+        """A dict proxy whose calls are queued in this pipeline."""
+        return Dict(self._recorder, name)  # type: ignore[arg-type]
+
+    def queue(self, name: str) -> Queue:
+        """A queue proxy whose non-blocking calls are queued in this pipeline."""
+        return Queue(self._recorder, name)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._recorder.requests)
+
+    def execute(self) -> list[Any]:
+        """Send the queued operations; return their results in order."""
+        requests, self._recorder.requests = self._recorder.requests, []
+        if not requests:
+            self.results = []
+            return self.results
+        try:
+            self.results = self._ref.call(P.PIPELINE, None, requests)
+        except PipelineFailure as failure:
+            self.results = list(failure.results)
+            cause = failure.error
+            tb = failure.__cause__
+            if isinstance(tb, RemoteTraceback) and cause.__cause__ is None:
+                cause.__cause__ = tb
+            raise PipelineError(
+                f"operation {failure.index} of the pipeline failed "
+                f"({type(cause).__name__}: {cause}); the {failure.index} before it were "
+                "applied, it and the ones after it were not",
+                failure.index,
+                self.results,
+            ) from cause
+        return self.results
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.execute()
+        else:
+            self._recorder.requests = []

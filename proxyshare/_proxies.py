@@ -1,0 +1,383 @@
+"""Client-side proxies: small, picklable handles on named server resources.
+
+A proxy is ``(ServerRef, name)``: it pickles as the server's address, the
+authkey and the name, so it can be passed to any process pool under any
+start method, and unpickling it imports nothing heavy.  Proxies are not
+reference-counted: the resource lives until ``mgr.delete(name)`` or the
+server stops, so a proxy passed as a temporary keeps working.
+
+Every method is one request/response through ``ServerRef.call``.
+"""
+
+from __future__ import annotations
+
+import queue as _queue
+from collections.abc import Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView, ItemsView
+from types import TracebackType
+from typing import Any, ClassVar
+
+from proxyshare import _protocol as P
+from proxyshare._address import format_address
+from proxyshare._client import ServerRef
+
+__all__ = ["Barrier", "Counter", "Dict", "Event", "Lock", "Queue", "Semaphore"]
+
+_MISSING: Any = object()
+
+
+class _Proxy:
+    """Shared plumbing: identity, pickling, repr."""
+
+    __slots__ = ("_name", "_ref")
+    kind: ClassVar[str] = ""
+
+    def __init__(self, ref: ServerRef, name: str) -> None:
+        self._ref = ref
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The resource's name on the server."""
+        return self._name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._ref, self._name))
+
+    def __repr__(self) -> str:
+        return f"<proxyshare.{type(self).__name__} {self._name!r} at {format_address(self._ref.address)}>"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Proxy)
+        return other._ref == self._ref and other._name == self._name
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._ref, self._name))
+
+
+class Counter(_Proxy):
+    """A shared integer; every method is one atomic round trip.
+
+    >>> hits = mgr.counter("hits")         # doctest: +SKIP
+    >>> hits.increment()                   # doctest: +SKIP
+    1
+    """
+
+    __slots__ = ()
+    kind = "counter"
+
+    def increment(self, n: int = 1) -> int:
+        """Add ``n`` and return the new value."""
+        return self._ref.call(P.COUNTER_ADD, self._name, n)  # type: ignore[no-any-return]
+
+    def decrement(self, n: int = 1) -> int:
+        """Subtract ``n`` and return the new value."""
+        return self._ref.call(P.COUNTER_SUB, self._name, n)  # type: ignore[no-any-return]
+
+    def get(self) -> int:
+        """The current value."""
+        return self._ref.call(P.COUNTER_GET, self._name)  # type: ignore[no-any-return]
+
+    def set(self, value: int) -> None:
+        """Replace the value."""
+        self._ref.call(P.COUNTER_SET, self._name, value)
+
+    @property
+    def value(self) -> int:
+        """The current value (``get()``); assigning calls ``set()``."""
+        return self.get()
+
+    @value.setter
+    def value(self, value: int) -> None:
+        self.set(value)
+
+    def compare_and_set(self, expected: int, new: int) -> bool:
+        """Set ``new`` only if the value is ``expected``; True if it was set."""
+        return self._ref.call(P.COUNTER_CAS, self._name, expected, new)  # type: ignore[no-any-return]
+
+    def get_and_set(self, new: int) -> int:
+        """Set ``new`` and return the previous value."""
+        return self._ref.call(P.COUNTER_SWAP, self._name, new)  # type: ignore[no-any-return]
+
+
+class Lock(_Proxy):
+    """A shared lock, owned by the thread of the process that acquired it.
+
+    Waiters are served first come, first served.  If the holder's process
+    dies its connection drops and the lock is released at once.
+
+    >>> with mgr.lock("guard"):            # doctest: +SKIP
+    ...     ...
+    """
+
+    __slots__ = ()
+    kind = "lock"
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Acquire; False if ``blocking`` is false or ``timeout`` ran out first."""
+        return self._ref.call(P.LOCK_ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        """Release; ``NotOwnerError`` if this thread does not hold it."""
+        self._ref.call(P.LOCK_RELEASE, self._name)
+
+    def locked(self) -> bool:
+        """Whether anybody holds it."""
+        return self._ref.call(P.LOCK_LOCKED, self._name)  # type: ignore[no-any-return]
+
+    def owner(self) -> dict[str, Any] | None:
+        """``{"pid", "host", "since"}`` of the holder, or None."""
+        return self._ref.call(P.LOCK_OWNER, self._name)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Dict(_Proxy, MutableMapping[Any, Any]):
+    """A shared dict: a complete ``MutableMapping`` plus atomic helpers.
+
+    ``keys()``, ``values()`` and ``items()`` are views of one snapshot taken in
+    one round trip, so they work in any worker and never change under you.
+
+    >>> cache = mgr.dict("cache")          # doctest: +SKIP
+    >>> cache["a"] = 1; cache.increment("a")   # doctest: +SKIP
+    2
+    """
+
+    __slots__ = ()
+    kind = "dict"
+    __hash__ = None  # type: ignore[assignment]  # a mapping compares by content
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Dict) and other._ref == self._ref and other._name == self._name:
+            return True
+        if isinstance(other, Mapping):
+            return self.snapshot() == dict(other.items())
+        return NotImplemented
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._ref.call(P.DICT_GET, self._name, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._ref.call(P.DICT_SET, self._name, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._ref.call(P.DICT_DEL, self._name, key)
+
+    def __len__(self) -> int:
+        return self._ref.call(P.DICT_LEN, self._name)  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return self._ref.call(P.DICT_CONTAINS, self._name, key)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._ref.call(P.DICT_KEYS, self._name))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._ref.call(P.DICT_GET_DEFAULT, self._name, key, default)
+
+    def keys(self) -> KeysView[Any]:
+        return self.snapshot().keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self.snapshot().values()
+
+    def items(self) -> ItemsView[Any, Any]:
+        return self.snapshot().items()
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        if default is _MISSING:
+            return self._ref.call(P.DICT_POP, self._name, key, False, None)
+        return self._ref.call(P.DICT_POP, self._name, key, True, default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        for key in self:
+            try:
+                return (key, self.pop(key))
+            except KeyError:
+                continue  # removed by someone else meanwhile
+        raise KeyError("popitem(): dictionary is empty")
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return self._ref.call(P.DICT_SETDEFAULT, self._name, key, default)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        items = dict(other, **kwargs)
+        if items:
+            self._ref.call(P.DICT_UPDATE, self._name, items)
+
+    def clear(self) -> None:
+        self._ref.call(P.DICT_CLEAR, self._name)
+
+    def increment(self, key: Any, n: int = 1, default: int = 0) -> int:
+        """Atomically add ``n`` to ``self[key]`` (``default`` if absent); return it."""
+        return self._ref.call(P.DICT_INCR, self._name, key, n, default)  # type: ignore[no-any-return]
+
+    def compare_and_set(self, key: Any, expected: Any, new: Any) -> bool:
+        """Set ``self[key] = new`` if it is present and equals ``expected``."""
+        return self._ref.call(P.DICT_CAS, self._name, key, expected, new)  # type: ignore[no-any-return]
+
+    def snapshot(self) -> dict[Any, Any]:
+        """A plain-dict copy, taken atomically in one round trip."""
+        return self._ref.call(P.DICT_SNAPSHOT, self._name)  # type: ignore[no-any-return]
+
+    def copy(self) -> dict[Any, Any]:
+        return self.snapshot()
+
+    def __repr__(self) -> str:
+        return _Proxy.__repr__(self)
+
+
+class Queue(_Proxy):
+    """A shared FIFO queue with the ``queue.Queue`` methods and errors.
+
+    >>> q = mgr.queue("results")           # doctest: +SKIP
+    >>> q.put(1); q.get()                  # doctest: +SKIP
+    1
+    """
+
+    __slots__ = ()
+    kind = "queue"
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Append ``item``; ``queue.Full`` if bounded and still full after ``timeout``."""
+        self._ref.call(P.QUEUE_PUT, self._name, item, block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item; ``queue.Empty`` when there is none in time."""
+        return self._ref.call(P.QUEUE_GET, self._name, block, timeout)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def put_many(self, items: Iterable[Any]) -> None:
+        """Append all ``items`` in one round trip."""
+        self._ref.call(P.QUEUE_PUT_MANY, self._name, list(items))
+
+    def get_many(self, max_items: int, timeout: float | None = None) -> list[Any]:
+        """Up to ``max_items`` items in one round trip; waits only while empty."""
+        return self._ref.call(P.QUEUE_GET_MANY, self._name, max_items, timeout)  # type: ignore[no-any-return]
+
+    def qsize(self) -> int:
+        return self._ref.call(P.QUEUE_SIZE, self._name)  # type: ignore[no-any-return]
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        size, maxsize, _closed = self._ref.call(P.QUEUE_INFO, self._name)
+        return bool(0 < maxsize <= size)
+
+    def close(self) -> None:
+        """Refuse further puts; getters drain what is left, then iteration stops."""
+        self._ref.call(P.QUEUE_CLOSE, self._name)
+
+    def iter(self, sentinel: Any = _MISSING, timeout: float | None = None) -> Iterator[Any]:
+        """Yield items until ``sentinel`` arrives or the queue is closed and drained."""
+        from proxyshare._errors import ProxyShareError
+
+        while True:
+            try:
+                item = self.get(timeout=timeout)
+            except ProxyShareError:
+                if self._ref.call(P.QUEUE_INFO, self._name)[2]:  # closed and empty
+                    return
+                raise
+            if sentinel is not _MISSING and item == sentinel:
+                return
+            yield item
+
+    __iter__ = iter
+
+    Empty = _queue.Empty
+    Full = _queue.Full
+
+
+class Semaphore(_Proxy):
+    """A shared counting semaphore with FIFO waiters; a dead holder's permits return."""
+
+    __slots__ = ()
+    kind = "semaphore"
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        return self._ref.call(P.SEM_ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        """Return one permit this thread holds (``NotOwnerError`` if none)."""
+        self._ref.call(P.SEM_RELEASE, self._name)
+
+    def value(self) -> int:
+        """Permits available now."""
+        return self._ref.call(P.SEM_VALUE, self._name)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Event(_Proxy):
+    """A shared ``threading.Event``."""
+
+    __slots__ = ()
+    kind = "event"
+
+    def set(self) -> None:
+        self._ref.call(P.EVENT_SET, self._name)
+
+    def clear(self) -> None:
+        self._ref.call(P.EVENT_CLEAR, self._name)
+
+    def is_set(self) -> bool:
+        return self._ref.call(P.EVENT_IS_SET, self._name)  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once set; False if ``timeout`` ran out first."""
+        return self._ref.call(P.EVENT_WAIT, self._name, timeout)  # type: ignore[no-any-return]
+
+
+class Barrier(_Proxy):
+    """A shared ``threading.Barrier``; a party that dies breaks it for the others."""
+
+    __slots__ = ()
+    kind = "barrier"
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for all parties; ``threading.BrokenBarrierError`` if it breaks."""
+        return self._ref.call(P.BARRIER_WAIT, self._name, timeout)  # type: ignore[no-any-return]
+
+    def abort(self) -> None:
+        self._ref.call(P.BARRIER_ABORT, self._name)
+
+    def reset(self) -> None:
+        self._ref.call(P.BARRIER_RESET, self._name)
+
+    @property
+    def n_waiting(self) -> int:
+        return self._ref.call(P.BARRIER_N_WAITING, self._name)  # type: ignore[no-any-return]
+
+    @property
+    def parties(self) -> int:
+        return self._ref.call(P.BARRIER_INFO, self._name)[0]  # type: ignore[no-any-return]
+
+    @property
+    def broken(self) -> bool:
+        return self._ref.call(P.BARRIER_INFO, self._name)[2]  # type: ignore[no-any-return]

@@ -1,0 +1,510 @@
+"""The server: connection tracking, the lean session loop, stats.
+
+``ShareServer`` is a ``multiprocessing.managers.Server``, so types registered
+with ``ShareManager.register()`` keep working through the stdlib's generic
+path.  A connection whose first message (after the HMAC handshake) is a
+proxyshare ``HELLO`` becomes a :class:`Session` instead: one thread reads lean
+requests from it, dispatches them straight to the named resource, and, when
+the connection drops (the client exited or was killed), releases everything
+the session held — locks, semaphore permits, barrier places, queue items in
+flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import queue
+import socket
+import struct
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing import connection as mpc
+from multiprocessing import managers, process
+from typing import Any
+
+from proxyshare import _protocol as P
+from proxyshare._errors import (
+    ProxyShareError,
+    ResourceKindError,
+    ResourceNotFoundError,
+)
+from proxyshare._resources import (
+    RESOURCE_TYPES,
+    BarrierResource,
+    CounterResource,
+    DictResource,
+    EventResource,
+    LockResource,
+    QueueResource,
+    Resource,
+    SemaphoreResource,
+    SessionGone,
+)
+
+__all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
+
+logger = logging.getLogger("proxyshare.server")
+
+HANDSHAKE_TIMEOUT = 10.0  # an idle, unauthenticated connection is dropped after this
+MAX_MESSAGE = 1 << 30  # requests larger than 1 GiB are refused by the client
+_HOST = socket.gethostname()
+
+# Errors that answer a bad request; logged at INFO.  Anything else is a server
+# bug and is logged at ERROR.  Both reach the client with the traceback.
+_EXPECTED = (
+    ProxyShareError,
+    LookupError,
+    TypeError,
+    ValueError,
+    queue.Empty,
+    queue.Full,
+    threading.BrokenBarrierError,
+    pickle.UnpicklingError,
+)
+
+# opcode -> (resource class, method name)
+_RESOURCE_OPS: dict[int, tuple[type[Resource], str]] = {
+    P.COUNTER_GET: (CounterResource, "get"),
+    P.COUNTER_ADD: (CounterResource, "add"),
+    P.COUNTER_SUB: (CounterResource, "sub"),
+    P.COUNTER_SET: (CounterResource, "set"),
+    P.COUNTER_CAS: (CounterResource, "compare_and_set"),
+    P.COUNTER_SWAP: (CounterResource, "get_and_set"),
+    P.LOCK_ACQUIRE: (LockResource, "acquire"),
+    P.LOCK_RELEASE: (LockResource, "release"),
+    P.LOCK_LOCKED: (LockResource, "locked"),
+    P.LOCK_OWNER: (LockResource, "owner"),
+    P.DICT_GET: (DictResource, "get"),
+    P.DICT_GET_DEFAULT: (DictResource, "get_default"),
+    P.DICT_SET: (DictResource, "set"),
+    P.DICT_DEL: (DictResource, "delete"),
+    P.DICT_LEN: (DictResource, "len"),
+    P.DICT_CONTAINS: (DictResource, "contains"),
+    P.DICT_SNAPSHOT: (DictResource, "snapshot"),
+    P.DICT_KEYS: (DictResource, "keys"),
+    P.DICT_POP: (DictResource, "pop"),
+    P.DICT_SETDEFAULT: (DictResource, "setdefault"),
+    P.DICT_UPDATE: (DictResource, "update"),
+    P.DICT_CLEAR: (DictResource, "clear"),
+    P.DICT_INCR: (DictResource, "increment"),
+    P.DICT_CAS: (DictResource, "compare_and_set"),
+    P.QUEUE_PUT: (QueueResource, "put"),
+    P.QUEUE_GET: (QueueResource, "get"),
+    P.QUEUE_PUT_MANY: (QueueResource, "put_many"),
+    P.QUEUE_GET_MANY: (QueueResource, "get_many"),
+    P.QUEUE_SIZE: (QueueResource, "qsize"),
+    P.QUEUE_CLOSE: (QueueResource, "close_queue"),
+    P.QUEUE_INFO: (QueueResource, "info"),
+    P.SEM_ACQUIRE: (SemaphoreResource, "acquire"),
+    P.SEM_RELEASE: (SemaphoreResource, "release"),
+    P.SEM_VALUE: (SemaphoreResource, "value"),
+    P.EVENT_SET: (EventResource, "set"),
+    P.EVENT_CLEAR: (EventResource, "clear"),
+    P.EVENT_IS_SET: (EventResource, "is_set"),
+    P.EVENT_WAIT: (EventResource, "wait"),
+    P.BARRIER_WAIT: (BarrierResource, "wait"),
+    P.BARRIER_ABORT: (BarrierResource, "abort"),
+    P.BARRIER_N_WAITING: (BarrierResource, "n_waiting"),
+    P.BARRIER_RESET: (BarrierResource, "reset"),
+    P.BARRIER_INFO: (BarrierResource, "info"),
+}
+
+# Operations that may wait; refused inside a pipeline, which holds mutexes.
+_BLOCKING_OPS = frozenset(
+    {P.LOCK_ACQUIRE, P.QUEUE_PUT, P.QUEUE_GET, P.QUEUE_GET_MANY, P.SEM_ACQUIRE,
+     P.EVENT_WAIT, P.BARRIER_WAIT}
+)  # fmt: skip
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """One client connection (one thread of one client process)."""
+
+    __slots__ = ("conn", "held", "host", "id", "ops", "pid", "since", "thread")
+
+    def __init__(self, conn: mpc.Connection, pid: int, host: str, thread: str) -> None:
+        self.id = next(_ids)
+        self.conn = conn
+        self.pid = pid
+        self.host = host
+        self.thread = thread
+        self.since = time.time()
+        self.ops = 0
+        self.held: set[Resource] = set()
+
+    def alive(self) -> bool:
+        """False once the client has gone: its socket reads as EOF.
+
+        While a request is being served the client sends nothing more, so a
+        readable socket can only mean the peer closed it.
+        """
+        try:
+            return not self.conn.poll(0)
+        except (OSError, EOFError):
+            return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"client": self.id, "pid": self.pid, "host": self.host, "thread": self.thread}
+
+    def hold(self, resource: Resource) -> None:
+        self.held.add(resource)
+
+
+def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> None:
+    sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        seconds = recv_timeout or 0.0
+        whole = int(seconds)
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_RCVTIMEO,
+            struct.pack("ll", whole, int((seconds - whole) * 1e6)),
+        )
+    finally:
+        sock.close()
+
+
+class ShareServer(managers.Server):
+    """A manager server that also speaks proxyshare's lean session protocol."""
+
+    def __init__(self, registry: Any, address: Any, authkey: bytes, serializer: str) -> None:
+        super().__init__(registry, address, authkey, serializer)
+        self.stop_event = threading.Event()
+        self.started = time.time()
+        self.resources: dict[str, Resource] = {}
+        self.registry_lock = threading.Lock()
+        self.sessions: dict[int, Session] = {}
+        self.sessions_lock = threading.Lock()
+        self.generic_connections = 0
+        self.ops_finished = 0  # ops of sessions that have ended
+        self.on_close: list[Callable[[], None]] = []
+        self._manager_ops: dict[int, Callable[..., Any]] = {
+            P.OPEN: self._op_open,
+            P.DELETE: self._op_delete,
+            P.STATUS: self._op_status,
+            P.NAMES: self._op_names,
+            P.PIPELINE: self._op_pipeline,
+            P.PING: self._op_ping,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def serve_forever(self) -> None:  # type: ignore[override]
+        """Serve until ``stop_event`` is set, then close; returns (unlike the stdlib's)."""
+        process.current_process()._manager_server = self  # type: ignore[attr-defined]
+        accepter = threading.Thread(target=self.accepter, name="proxyshare-accepter", daemon=True)
+        accepter.start()
+        try:
+            while not self.stop_event.wait(0.5):
+                pass
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask ``serve_forever`` to return (thread- and signal-safe)."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        try:
+            self.listener.close()  # also removes a unix socket file
+        except OSError as exc:
+            logger.warning("closing the listener failed: %s", exc)
+        with self.registry_lock:
+            resources = list(self.resources.values())
+            self.resources.clear()
+        for resource in resources:
+            resource.close()
+        for callback in self.on_close:
+            callback()
+
+    def accepter(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                conn = self.listener.accept()
+            except OSError as exc:
+                if self.stop_event.is_set():
+                    return
+                logger.warning("accepting a connection failed: %s", exc)
+                self.stop_event.wait(0.05)  # e.g. out of file descriptors: do not spin
+                continue
+            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+
+    # -- a new connection --------------------------------------------------------
+
+    def handle_request(self, conn: mpc.Connection) -> None:
+        """Authenticate, then serve a proxyshare session or one stdlib request."""
+        try:
+            try:
+                _set_socket_options(conn, HANDSHAKE_TIMEOUT)
+                mpc.deliver_challenge(conn, self.authkey)
+                mpc.answer_challenge(conn, self.authkey)
+                request = conn.recv()
+            except Exception as exc:  # bad key, garbage, idle: drop just this connection
+                logger.info("rejected a connection: %s: %s", type(exc).__name__, exc)
+                return
+            _set_socket_options(conn, None)
+            if isinstance(request, tuple) and request[:1] == (P.HELLO,) and len(request) == 5:
+                self._serve_session(conn, request)
+            else:
+                with self.sessions_lock:
+                    self.generic_connections += 1
+                try:
+                    self._serve_stdlib(conn, request)
+                finally:
+                    with self.sessions_lock:
+                        self.generic_connections -= 1
+        finally:
+            conn.close()
+
+    def _serve_stdlib(self, conn: mpc.Connection, request: Any) -> None:
+        """The stdlib manager's request handling, for registered user types."""
+        try:
+            _ident, funcname, args, kwds = request
+            if funcname not in self.public:
+                raise ValueError(f"{funcname!r} is not a manager request")
+            func = getattr(self, funcname)
+        except Exception:
+            msg: tuple[str, Any] = ("#TRACEBACK", traceback.format_exc())
+        else:
+            try:
+                msg = ("#RETURN", func(conn, *args, **kwds))
+            except SystemExit:  # serve_client() exits on EOF
+                return
+            except Exception:
+                msg = ("#TRACEBACK", traceback.format_exc())
+        try:
+            conn.send(msg)
+        except (OSError, EOFError):
+            pass  # the client is gone; nothing to answer
+        except Exception:
+            conn.send(("#TRACEBACK", traceback.format_exc()))
+
+    # -- the lean session loop --------------------------------------------------
+
+    def _serve_session(self, conn: mpc.Connection, hello: tuple[Any, ...]) -> None:
+        _op, _name, pid, host, thread = hello
+        session = Session(conn, int(pid), str(host), str(thread))
+        with self.sessions_lock:
+            self.sessions[session.id] = session
+        try:
+            info = {
+                "protocol": P.PROTOCOL_VERSION,
+                "server_pid": os.getpid(),
+                "server_host": _HOST,
+                "client": session.id,
+                "max_message": MAX_MESSAGE,
+            }
+            conn.send_bytes(pickle.dumps((P.OK, info), P.PICKLE_PROTOCOL))
+            self._session_loop(session)
+        except (OSError, EOFError):
+            pass
+        finally:
+            self._end_session(session)
+
+    def _session_loop(self, session: Session) -> None:
+        conn = session.conn
+        recv = conn.recv_bytes
+        send = conn.send_bytes
+        dumps = pickle.dumps
+        protocol = P.PICKLE_PROTOCOL
+        dispatch = self.dispatch
+        stop = self.stop_event
+        while not stop.is_set():
+            try:
+                data = recv()
+            except (EOFError, OSError):
+                return
+            request: Any = None
+            try:
+                request = pickle.loads(data)
+                reply = (P.OK, dispatch(session, request))
+            except SessionGone:
+                return
+            except Exception as exc:
+                reply = (P.ERROR, self._error_reply(exc, request))
+            session.ops += 1
+            try:
+                payload = dumps(reply, protocol)
+            except Exception as exc:
+                payload = dumps((P.ERROR, self._error_reply(exc, request)), protocol)
+            try:
+                send(payload)
+            except OSError:
+                self._undeliverable(request, reply)
+                return
+
+    def _error_reply(self, exc: BaseException, request: Any) -> tuple[BaseException, str]:
+        text = traceback.format_exc()
+        level = logging.INFO if isinstance(exc, _EXPECTED) else logging.ERROR
+        logger.log(level, "request %s failed", _describe_request(request), exc_info=exc)
+        try:
+            pickle.dumps(exc, P.PICKLE_PROTOCOL)
+        except Exception:
+            exc = ProxyShareError(f"{type(exc).__name__}: {exc}")
+        return (exc, text)
+
+    def _undeliverable(self, request: Any, reply: tuple[int, Any]) -> None:
+        """The client died before it got its items: put them back in the queue."""
+        if reply[0] != P.OK or not isinstance(request, tuple):
+            return
+        resource = self.resources.get(request[1]) if len(request) > 1 else None
+        if isinstance(resource, QueueResource):
+            if request[0] == P.QUEUE_GET:
+                resource.unget([reply[1]])
+            elif request[0] == P.QUEUE_GET_MANY:
+                resource.unget(reply[1])
+
+    def _end_session(self, session: Session) -> None:
+        for resource in list(session.held):
+            resource.session_closed(session)
+        # Waiters that never got a grant are not in ``held``; sweep them too.
+        for resource in list(self.resources.values()):
+            if resource not in session.held:
+                resource.session_closed(session)
+        with self.sessions_lock:
+            self.sessions.pop(session.id, None)
+            self.ops_finished += session.ops
+
+    # -- dispatch -------------------------------------------------------------
+
+    def dispatch(self, session: Session, request: tuple[Any, ...]) -> Any:
+        """Run one lean request; return its result or raise its error."""
+        entry = _RESOURCE_OPS.get(request[0])
+        if entry is not None:
+            cls, method = entry
+            name = request[1]
+            resource = self.resources.get(name)
+            if type(resource) is not cls:
+                raise self._wrong_resource(name, cls.kind, resource)
+            return getattr(resource, method)(session, *request[2:])
+        handler = self._manager_ops.get(request[0])
+        if handler is None:
+            raise ProxyShareError(f"unknown request {request[0]!r}: client and server versions differ?")
+        return handler(session, *request[1:])
+
+    def _wrong_resource(self, name: Any, kind: str, found: Resource | None) -> ProxyShareError:
+        if found is None:
+            return ResourceNotFoundError(
+                f"no {kind} named {name!r} on this server: it was deleted or the server "
+                f"restarted; open it again with mgr.{kind}({name!r})"
+            )
+        return ResourceKindError(f"{name!r} is a {found.kind}, not a {kind}")
+
+    def _op_open(self, session: Session, name: str, kind: str, options: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a resource name must be a non-empty str, not {name!r}")
+        cls = RESOURCE_TYPES.get(kind) or self.extra_kinds.get(kind)
+        if cls is None:
+            raise ValueError(f"unknown resource kind {kind!r}")
+        with self.registry_lock:
+            resource = self.resources.get(name)
+            if resource is None:
+                resource = self.resources[name] = cls.create(name, options)
+                logger.debug("created %s %r", kind, name)
+            elif resource.kind != kind:
+                raise ResourceKindError(
+                    f"{name!r} is already a {resource.kind}; it cannot also be a {kind}: "
+                    f"use another name, or mgr.delete({name!r}) first"
+                )
+            else:
+                resource.check_options(options)
+        return resource.options()
+
+    extra_kinds: dict[str, type[Resource]] = {}  # kinds added by other modules (shm)
+
+    def _op_delete(self, session: Session, name: str) -> bool:
+        with self.registry_lock:
+            resource = self.resources.pop(name, None)
+        if resource is None:
+            return False
+        resource.close()
+        return True
+
+    def _op_names(self, session: Session, _name: None = None) -> dict[str, str]:
+        return {name: r.kind for name, r in list(self.resources.items())}
+
+    def _op_ping(self, session: Session, _name: None = None, payload: Any = None) -> Any:
+        return payload
+
+    def _op_status(self, session: Session, _name: None = None) -> dict[str, Any]:
+        with self.sessions_lock:
+            sessions = list(self.sessions.values())
+            ops = self.ops_finished + sum(s.ops for s in sessions)
+            generic = self.generic_connections
+        return {
+            "server": {
+                "pid": os.getpid(),
+                "host": _HOST,
+                "started": self.started,
+                "uptime": time.time() - self.started,
+                "operations": ops,
+                "threads": threading.active_count(),
+                "generic_connections": generic,
+            },
+            "clients": [
+                {**s.describe(), "since": s.since, "operations": s.ops} for s in sessions
+            ],
+            "resources": [r.describe() for r in list(self.resources.values())],
+        }
+
+    def _op_pipeline(
+        self, session: Session, _name: None, requests: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Apply ``requests`` in order, atomically: all their resources stay locked.
+
+        Stops at the first failure; raises ``(index, results so far, error)``
+        packed in a ``_PipelineFailure`` that the client unpacks.
+        """
+        if not isinstance(requests, list):
+            raise TypeError("a pipeline is a list of requests")
+        names = set()
+        for index, request in enumerate(requests):
+            if not isinstance(request, tuple) or request[0] not in _RESOURCE_OPS:
+                raise PipelineFailure(index, [], ProxyShareError("not a resource operation"))
+            if request[0] in _BLOCKING_OPS:
+                raise PipelineFailure(
+                    index, [], ProxyShareError("blocking operations cannot run in a pipeline")
+                )
+            names.add(request[1])
+        mutexes = [r.mutex for n in sorted(names, key=str) if (r := self.resources.get(n))]
+        for mutex in mutexes:
+            mutex.acquire()
+        results: list[Any] = []
+        try:
+            for index, request in enumerate(requests):
+                try:
+                    results.append(self.dispatch(session, request))
+                except Exception as exc:
+                    raise PipelineFailure(index, results, exc) from exc
+        finally:
+            for mutex in reversed(mutexes):
+                mutex.release()
+        return results
+
+
+class PipelineFailure(ProxyShareError):
+    """Sent back when op ``index`` of a pipeline failed; the client re-raises it."""
+
+    def __init__(self, index: int, results: list[Any], error: BaseException) -> None:
+        super().__init__(index, results, error)
+        self.index = index
+        self.results = results
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.results, self.error))
+
+
+def _describe_request(request: Any) -> str:
+    if isinstance(request, tuple) and len(request) >= 2:
+        return f"op={request[0]!r} name={request[1]!r}"
+    return "<unreadable>"

@@ -1,0 +1,91 @@
+"""Helpers shared by the test suites (importable as ``tests.support``).
+
+Worker functions live here, at module level, so that spawn and forkserver
+workers can import them by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kill_hard(proc: Any) -> None:
+    """SIGKILL a Process/Popen (or pid) and reap it."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if hasattr(proc, "join"):
+        proc.join(5)
+    elif hasattr(proc, "wait"):
+        proc.wait(5)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m proxyshare ARGS`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "proxyshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# -- worker functions (module level: picklable under every start method) ------
+
+
+def increment_many(counter: Any, n: int) -> int:
+    for _ in range(n):
+        counter.increment()
+    return n
+
+
+def locked_read_modify_write(lock: Any, d: Any, key: str, n: int) -> int:
+    for _ in range(n):
+        with lock:
+            d[key] = d.get(key, 0) + 1
+    return n
+
+
+def call_method(obj: Any, method: str, *args: Any) -> Any:
+    return getattr(obj, method)(*args)
+
+
+def hold_lock_forever(lock: Any, ready: Any) -> None:
+    lock.acquire()
+    ready.set()
+    while True:
+        time.sleep(1)
+
+
+def pid_of_worker() -> int:
+    return os.getpid()
