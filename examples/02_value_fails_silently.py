@@ -19,6 +19,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import time
+from typing import Any
 
 import proxyshare
 
@@ -26,7 +27,7 @@ N = int(os.environ.get("PROXYSHARE_EXAMPLE_N", "10000"))
 WORKERS = 2
 
 
-def count(value: "multiprocessing.sharedctypes.Synchronized[int]", n: int) -> int:
+def count(value: Any, n: int) -> int:
     for _ in range(n):
         with value.get_lock():
             value.value += 1

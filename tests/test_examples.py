@@ -33,13 +33,14 @@ def _installed(*modules: str) -> bool:
 
 
 # The line each example prints last, as a regex over the count N.
+LOCKED_AND_RACY = rf"result: with lock {2 * N}/{2 * N} correct; without lock lost \d+"
 RESULT_LINES: dict[str, str] = {
     "01_thread_counter.py": rf"result: with lock {2 * N}/{2 * N} correct",
     "02_value_fails_silently.py": (
         r"result: stdlib failed silently=True, proxyshare raised UnshareableArgumentError at submit"
     ),
-    "03_initializer_sharing.py": rf"result: with lock {2 * N}/{2 * N} correct; without lock lost \d+",
-    "04_stdlib_manager.py": rf"result: with lock {2 * N}/{2 * N} correct; without lock lost \d+",
+    "03_initializer_sharing.py": LOCKED_AND_RACY,
+    "04_stdlib_manager.py": LOCKED_AND_RACY,
     "05_proxyshare_counter.py": (
         rf"result: counter {2 * N}/{2 * N}, lock\+dict {2 * N}/{2 * N} correct"
     ),
