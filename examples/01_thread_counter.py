@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 N = int(os.environ.get("PROXYSHARE_EXAMPLE_N", "100000"))
@@ -36,13 +37,13 @@ def add_locked(n: int) -> None:
             counter += 1
 
 
-def run(work: object) -> tuple[int, float]:
+def run(work: Callable[[int], None]) -> tuple[int, float]:
     """Run ``work`` in WORKERS threads; return the final count and the time in ms."""
     global counter
     counter = 0
     start = time.perf_counter()
     with ThreadPoolExecutor(WORKERS) as pool:
-        for future in [pool.submit(work, N) for _ in range(WORKERS)]:  # type: ignore[arg-type]
+        for future in [pool.submit(work, N) for _ in range(WORKERS)]:
             future.result()  # re-raises anything the thread raised
     return counter, (time.perf_counter() - start) * 1000
 
