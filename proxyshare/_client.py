@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import pickle
 import socket
-import struct
 import threading
 import weakref
 from multiprocessing import connection as mpc
@@ -33,6 +32,7 @@ from proxyshare._errors import (
     ServerUnavailableError,
     UnshareableArgumentError,
 )
+from proxyshare._wire import FramedSocket
 
 __all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels"]
 
@@ -45,19 +45,21 @@ _loads = pickle.loads
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
-    __slots__ = ("__weakref__", "_conn", "address", "pid", "server_info")
+    __slots__ = ("__weakref__", "_wire", "address", "max_message", "pid", "server_info")
 
     def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
         self.pid = os.getpid()
-        self._conn = _open_connection(address, authkey, timeout)
+        self.max_message = 1 << 16  # until the server says how much it accepts
+        self._wire = _open_connection(address, authkey, timeout)
         try:
             hello = (P.HELLO, None, self.pid, _HOST, threading.current_thread().name)
             self.server_info: dict[str, Any] = self.call(hello)
+            self.max_message = int(self.server_info["max_message"])
         except BaseException:
-            self._conn.close()
+            self._wire.close()
             raise
-        _set_recv_timeout(self._conn.fileno(), 0.0)  # handshake done: no timeout
+        self._wire.sock.settimeout(None)  # handshake done: calls may block (acquire)
 
     def call(self, request: tuple[Any, ...]) -> Any:
         """Send one request and return its result, or raise its error."""
@@ -65,10 +67,15 @@ class Channel:
             payload = _dumps(request, P.PICKLE_PROTOCOL)
         except Exception as exc:
             raise _unpicklable(request, exc) from exc
-        conn = self._conn
+        if len(payload) > self.max_message:
+            raise ValueError(
+                f"request of {len(payload):,} bytes is larger than the server accepts "
+                f"({self.max_message:,} bytes): store large data elsewhere and share a reference"
+            )
+        wire = self._wire
         try:
-            conn.send_bytes(payload)
-            reply = conn.recv_bytes()
+            wire.send_bytes(payload)
+            status, value = _loads(wire.recv_view())
         except (EOFError, OSError) as exc:
             self.close()
             raise ServerUnavailableError(
@@ -82,7 +89,6 @@ class Channel:
             # whatever this session held.
             self.close()
             raise
-        status, value = _loads(reply)
         if status == P.OK:
             return value
         error, remote_tb = value
@@ -90,7 +96,7 @@ class Channel:
 
     def close(self) -> None:
         _forget(self)
-        self._conn.close()
+        self._wire.close()
 
 
 def _describe(exc: BaseException) -> str:
@@ -108,21 +114,8 @@ def _unpicklable(request: tuple[Any, ...], exc: Exception) -> UnshareableArgumen
     )
 
 
-def _set_recv_timeout(fd: int, seconds: float) -> None:
-    """SO_RCVTIMEO on the socket behind ``fd``: bounds the blocking handshake reads."""
-    sock = socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)  # a dup; options are shared
-    try:
-        whole = int(seconds)
-        sock.setsockopt(
-            socket.SOL_SOCKET,
-            socket.SO_RCVTIMEO,
-            struct.pack("ll", whole, int((seconds - whole) * 1e6)),
-        )
-    finally:
-        sock.close()
-
-
-def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Connection:
+def _open_connection(address: Address, authkey: bytes, timeout: float) -> FramedSocket:
+    """Connect and authenticate; every read and write is bounded by ``timeout``."""
     where = format_address(address)
     try:
         if isinstance(address, tuple):
@@ -141,32 +134,29 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Co
             f"no proxyshare server is listening at {where} ({_describe(exc)}): "
             "start one with `proxyshare serve` or check the address"
         ) from None
-    sock.settimeout(None)
-    fd = sock.detach()
-    _set_recv_timeout(fd, timeout)
-    conn = mpc.Connection(fd)
+    wire = FramedSocket(sock)
     try:
-        mpc.answer_challenge(conn, authkey)
-        mpc.deliver_challenge(conn, authkey)
+        mpc.answer_challenge(wire, authkey)  # type: ignore[arg-type]
+        mpc.deliver_challenge(wire, authkey)  # type: ignore[arg-type]
     except multiprocessing.AuthenticationError:
-        conn.close()
+        wire.close()
         raise AuthenticationError(
             f"the server at {where} rejected the authkey: use the key the server was "
             "started with (PROXYSHARE_AUTHKEY, --authkey-file or the manager's authkey)"
         ) from None
     except (EOFError, OSError) as exc:
-        conn.close()
+        wire.close()
         raise ServerUnavailableError(
             f"the server at {where} did not complete the handshake within {timeout:g}s "
             f"({_describe(exc)}): is it a proxyshare server?"
         ) from None
     except Exception as exc:  # answer_challenge asserts on a foreign greeting
-        conn.close()
+        wire.close()
         raise AuthenticationError(
             f"the peer at {where} did not speak the proxyshare handshake "
             f"({type(exc).__name__}): is it a proxyshare server?"
         ) from None
-    return conn
+    return wire
 
 
 # -- per-process, per-thread channel registry ---------------------------------

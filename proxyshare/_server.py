@@ -45,6 +45,7 @@ from proxyshare._resources import (
     SemaphoreResource,
     SessionGone,
 )
+from proxyshare._wire import FramedSocket
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
 
@@ -126,11 +127,11 @@ _ids = itertools.count(1)
 class Session:
     """One client connection (one thread of one client process)."""
 
-    __slots__ = ("conn", "held", "host", "id", "ops", "pid", "since", "thread")
+    __slots__ = ("held", "host", "id", "ops", "pid", "since", "thread", "wire")
 
-    def __init__(self, conn: mpc.Connection, pid: int, host: str, thread: str) -> None:
+    def __init__(self, wire: FramedSocket, pid: int, host: str, thread: str) -> None:
         self.id = next(_ids)
-        self.conn = conn
+        self.wire = wire
         self.pid = pid
         self.host = host
         self.thread = thread
@@ -144,10 +145,7 @@ class Session:
         While a request is being served the client sends nothing more, so a
         readable socket can only mean the peer closed it.
         """
-        try:
-            return not self.conn.poll(0)
-        except (OSError, EOFError):
-            return False
+        return not self.wire.peer_closed()
 
     def describe(self) -> dict[str, Any]:
         return {"client": self.id, "pid": self.pid, "host": self.host, "thread": self.thread}
@@ -253,7 +251,12 @@ class ShareServer(managers.Server):
                 return
             _set_socket_options(conn, None)
             if isinstance(request, tuple) and request[:1] == (P.HELLO,) and len(request) == 5:
-                self._serve_session(conn, request)
+                # From here on, frames are read straight off the socket (see _wire).
+                wire = FramedSocket(socket.socket(fileno=os.dup(conn.fileno())))
+                try:
+                    self._serve_session(wire, request)
+                finally:
+                    wire.close()
             else:
                 with self.sessions_lock:
                     self.generic_connections += 1
@@ -290,9 +293,9 @@ class ShareServer(managers.Server):
 
     # -- the lean session loop --------------------------------------------------
 
-    def _serve_session(self, conn: mpc.Connection, hello: tuple[Any, ...]) -> None:
+    def _serve_session(self, wire: FramedSocket, hello: tuple[Any, ...]) -> None:
         _op, _name, pid, host, thread = hello
-        session = Session(conn, int(pid), str(host), str(thread))
+        session = Session(wire, int(pid), str(host), str(thread))
         with self.sessions_lock:
             self.sessions[session.id] = session
         try:
@@ -303,7 +306,7 @@ class ShareServer(managers.Server):
                 "client": session.id,
                 "max_message": MAX_MESSAGE,
             }
-            conn.send_bytes(pickle.dumps((P.OK, info), P.PICKLE_PROTOCOL))
+            wire.send_bytes(pickle.dumps((P.OK, info), P.PICKLE_PROTOCOL))
             self._session_loop(session)
         except (OSError, EOFError):
             pass
@@ -311,9 +314,11 @@ class ShareServer(managers.Server):
             self._end_session(session)
 
     def _session_loop(self, session: Session) -> None:
-        conn = session.conn
-        recv = conn.recv_bytes
-        send = conn.send_bytes
+        wire = session.wire
+        def recv() -> memoryview | bytearray:
+            return wire.recv_view(MAX_MESSAGE)
+
+        send = wire.send_bytes
         dumps = pickle.dumps
         protocol = P.PICKLE_PROTOCOL
         dispatch = self.dispatch
