@@ -52,3 +52,9 @@ def server_process(address: Any, authkey: bytes, ready: Any) -> None:
     server = ShareManager(address=address, authkey=authkey).get_server()
     ready.set()
     server.serve_forever()
+
+
+def increment_and_report_pid(counter: Any, n: int) -> int:
+    for _ in range(n):
+        counter.increment()
+    return os.getpid()
