@@ -20,6 +20,7 @@ This module imports pydantic; ``import proxyshare`` must never import it.
 from __future__ import annotations
 
 import errno
+import getpass
 import logging
 import os
 import socket
@@ -291,14 +292,25 @@ def prepare_unix_socket(path: str) -> bool:
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"cannot put a unix socket under {str(directory)!r}: not a directory")
     if info.st_uid != os.getuid() or info.st_mode & _GROUP_OTHER:
-        whose = "" if info.st_uid == os.getuid() else " and owned by another user"
+        mine = info.st_uid == os.getuid()
+        shared = info.st_mode & (stat.S_ISVTX | stat.S_IWOTH)  # like /tmp: never chmod it
+        private = directory / f"proxyshare-{_user()}" / socket_path.name
+        fix = f"use unix:{private} (a new directory is created with mode 0700)"
+        if mine and not shared:
+            fix = f"run `chmod 700 {directory}`, or {fix}"
         raise ConfigError(
             f"the unix socket directory {str(directory)!r} is accessible by other users "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}{whose}): run `chmod 700 {directory}` "
-            "if it is yours, or use a socket path in a directory that does not exist yet "
-            "(it is created with mode 0700)"
+            f"(mode {stat.S_IMODE(info.st_mode):04o}"
+            f"{'' if mine else ', owned by another user'}): {fix}"
         )
     return _remove_stale_socket(socket_path)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers): the uid will do
+        return str(os.getuid())
 
 
 def _remove_stale_socket(path: Path) -> bool:

@@ -233,13 +233,27 @@ def test_missing_socket_directory_is_created_0700(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("mode", [0o755, 0o750, 0o705, 0o1777])
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o705])
 def test_socket_directory_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(mode)
     with pytest.raises(ConfigError, match=f"run `chmod 700 {shared}`"):
         prepare_unix_socket(str(shared / "s.sock"))
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o777])
+def test_socket_in_a_shared_directory_like_tmp_suggests_a_private_subdirectory(
+    tmp_path: Path, mode: int
+) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        prepare_unix_socket(str(shared / "s.sock"))
+    message = str(info.value)
+    assert "chmod" not in message
+    assert f"use unix:{shared}/proxyshare-" in message and "/s.sock" in message
 
 
 def test_a_regular_file_at_the_socket_path_is_refused(private_dir: Path) -> None:
