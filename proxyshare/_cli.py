@@ -91,15 +91,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = _config.load_serve_settings(args.address, args.authkey_file, args.log_level)
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=settings.log_level,
+            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        )
         if isinstance(settings.address, str) and _config.prepare_unix_socket(settings.address):
             logging.getLogger("proxyshare").info("removed a stale socket file")
     except _config.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=settings.log_level,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
     stopper = _Stopper()  # installed before the server exists: no signal is lost
     generated = None
     if settings.authkey is None:
@@ -187,6 +187,7 @@ def _listen_error(where: str, exc: OSError) -> Exception:
 def _cmd_status(args: argparse.Namespace) -> int:
     """Print what a running server holds: a table, or JSON with ``--json``."""
     from proxyshare import _config
+    from proxyshare._errors import ProxyShareError
     from proxyshare._manager import connect
     from proxyshare._status import StatusReport, render_status
 
@@ -203,7 +204,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _close_client(client)
     if own is not None:  # this command's own connection is not worth reporting
         raw = {**raw, "clients": [c for c in raw.get("clients", []) if c.get("client") != own]}
-    report = StatusReport.from_status(raw, address=settings.display_address)
+    try:
+        report = StatusReport.from_status(raw, address=settings.display_address)
+    except ValueError as exc:  # pydantic's ValidationError: a server we do not understand
+        raise ProxyShareError(
+            f"the server at {settings.display_address} sent a status this version cannot "
+            f"read ({exc.__class__.__name__}: {str(exc).splitlines()[0]}): "
+            "are client and server the same proxyshare version?"
+        ) from None
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
