@@ -369,12 +369,16 @@ class ShareServer(managers.Server):
                 resource.unget(reply[1])
 
     def _end_session(self, session: Session) -> None:
-        for resource in list(session.held):
-            resource.session_closed(session)
-        # Waiters that never got a grant are not in ``held``; sweep them too.
-        for resource in list(self.resources.values()):
-            if resource not in session.held:
+        # A stopping server releases nothing: a lock freed while it winds down
+        # would be granted to a waiter whose acquire() then returns True from
+        # a server that is gone.  Its clients get ServerUnavailableError instead.
+        if not self.stop_event.is_set():
+            for resource in list(session.held):
                 resource.session_closed(session)
+            # Waiters that never got a grant are not in ``held``; sweep them too.
+            for resource in list(self.resources.values()):
+                if resource not in session.held:
+                    resource.session_closed(session)
         with self.sessions_lock:
             self.sessions.pop(session.id, None)
             self.ops_finished += session.ops
