@@ -17,9 +17,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import select
 import socket
 import struct
 import threading
+import time
 import weakref
 from multiprocessing import connection as mpc
 from typing import Any
@@ -45,7 +47,7 @@ _loads = pickle.loads
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
-    __slots__ = ("__weakref__", "_conn", "address", "pid", "server_info")
+    __slots__ = ("__weakref__", "_conn", "_idle", "address", "pid", "server_info")
 
     def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
@@ -58,6 +60,16 @@ class Channel:
             self._conn.close()
             raise
         _set_recv_timeout(self._conn.fileno(), 0.0)  # handshake done: no timeout
+        self._idle = select.poll()
+        self._idle.register(self._conn.fileno(), select.POLLIN)
+
+    def stale(self) -> bool:
+        """True if the server closed this idle connection (it restarted or dropped us).
+
+        Between calls the server sends nothing, so any event means EOF or an
+        error; checking before a request is sent makes reconnecting safe.
+        """
+        return bool(self._idle.poll(0))
 
     def call(self, request: tuple[Any, ...]) -> Any:
         """Send one request and return its result, or raise its error."""
@@ -122,6 +134,24 @@ def _set_recv_timeout(fd: int, seconds: float) -> None:
         sock.close()
 
 
+def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
+    """``connect()``, retried while the server's accept backlog is full.
+
+    A full unix-socket backlog fails at once with EAGAIN (TCP retries the SYN
+    instead): under a burst of new clients that means "busy", not "no server".
+    """
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
+
+
 def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Connection:
     where = format_address(address)
     try:
@@ -131,8 +161,7 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Co
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(timeout)
-                sock.connect(address)
+                _connect_unix(sock, address, timeout)
             except BaseException:
                 sock.close()
                 raise
@@ -242,7 +271,9 @@ class ServerRef:
         except AttributeError:
             channels = _tls.channels = {}
         channel = channels.get(self._key)
-        if channel is None or channel.pid != os.getpid():
+        if channel is None or channel.pid != os.getpid() or channel.stale():
+            if channel is not None and channel.pid == os.getpid():
+                channel.close()
             channel = Channel(self.address, self.authkey)
             channels[self._key] = channel
             with _all_lock:
