@@ -47,18 +47,20 @@ _loads = pickle.loads
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
-    __slots__ = ("__weakref__", "_conn", "_idle", "address", "pid", "server_info")
+    __slots__ = ("__weakref__", "_conn", "_idle", "_max_message", "address", "pid", "server_info")
 
     def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
         self.pid = os.getpid()
         self._conn = _open_connection(address, authkey, timeout)
+        self._max_message: int = 1 << 62
         try:
             hello = (P.HELLO, None, self.pid, _HOST, threading.current_thread().name)
             self.server_info: dict[str, Any] = self.call(hello)
         except BaseException:
             self._conn.close()
             raise
+        self._max_message = int(self.server_info.get("max_message", self._max_message))
         _set_recv_timeout(self._conn.fileno(), 0.0)  # handshake done: no timeout
         self._idle = select.poll()
         self._idle.register(self._conn.fileno(), select.POLLIN)
@@ -77,6 +79,12 @@ class Channel:
             payload = _dumps(request, P.PICKLE_PROTOCOL)
         except Exception as exc:
             raise _unpicklable(request, exc) from exc
+        if len(payload) > self._max_message:
+            raise ProxyShareError(
+                f"this request is {len(payload)} bytes, over the server's limit of "
+                f"{self._max_message} bytes: store large data elsewhere (a file, a "
+                "database) and share its name or path instead"
+            )
         conn = self._conn
         try:
             conn.send_bytes(payload)
