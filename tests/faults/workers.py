@@ -107,16 +107,28 @@ def apply(proxy: Any, method: str, args: tuple[Any, ...]) -> tuple[str, Any]:
 # -- parent death -----------------------------------------------------------------
 
 
-def start_manager_and_report(method: str, pipe: Any) -> None:
-    """Start an embedded server, send its pid, then idle until killed."""
+def start_manager_and_report(method: str, pipe: Any, pool_workers: int = 0) -> None:
+    """Start an embedded server (and maybe a fork pool); send the pids; idle until killed.
+
+    Sends ``(server pid, [pool worker pids])``.  Fork pool workers inherit
+    every descriptor this process holds, among them its end of the pipe the
+    server watches: the server must notice this process's death anyway.
+    """
+    import concurrent.futures as cf
     import multiprocessing
 
     import proxyshare
 
     mgr = proxyshare.ShareManager(ctx=multiprocessing.get_context(method))
     mgr.start()
-    mgr.counter("alive").increment()
-    pipe.send(mgr._process.pid)
+    counter = mgr.counter("alive")
+    pool_pids: list[int] = []
+    if pool_workers:
+        fork = multiprocessing.get_context("fork")
+        pool = cf.ProcessPoolExecutor(pool_workers, mp_context=fork)
+        pool.submit(increment_n, counter, 1).result(timeout=60)
+        pool_pids = list(pool._processes)
+    pipe.send((mgr._process.pid, pool_pids))
     while True:
         time.sleep(60)
 
