@@ -37,7 +37,8 @@ class Figures:
 
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Figures:
-    return Figures(request.node.name)
+    module = request.node.module.__name__.rpartition(".")[2]
+    return Figures(module.removeprefix("test_").replace("_", " "))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -185,3 +185,10 @@ def survive_restart(lock: Any, counter: Any, restarted: Any, results: Any) -> No
         results.put(("no restart", time.monotonic()))
         return
     results.put(("incremented", counter.increment()))
+
+
+def block_in(kind: str, proxy: Any, ready: Any) -> None:
+    """Connect, say so, then block in ``kind`` until killed."""
+    proxy.name  # noqa: B018  # (no round trip) keeps the proxy alive in this frame
+    ready.set()
+    _blocking_call(kind, proxy)
