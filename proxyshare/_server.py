@@ -474,9 +474,8 @@ class ShareServer(managers.Server):
             raise TypeError("a pipeline is a list of requests")
         names = set()
         for index, request in enumerate(requests):
-            if not isinstance(request, tuple) or len(request) < 2:
-                raise PipelineFailure(index, [], ProxyShareError("not a resource operation"))
-            if request[0] not in _RESOURCE_OPS:
+            valid = isinstance(request, tuple) and len(request) > 1
+            if not valid or request[0] not in _RESOURCE_OPS:
                 raise PipelineFailure(index, [], ProxyShareError("not a resource operation"))
             if request[0] in _BLOCKING_OPS:
                 raise PipelineFailure(
