@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 import proxyshare
 from tests.faults import workers
+from tests.faults.conftest import Figures
 
 KEYS = st.sampled_from(["a", "b", 1, (2, "t")])
 VALUES = st.one_of(
@@ -180,7 +181,7 @@ class CounterAndDict(RuleBasedStateMachine):
 
 @pytest.mark.timeout(120)
 def test_random_counter_and_dict_operations_from_3_processes_never_diverge_from_a_model(
-    manager: proxyshare.ShareManager, figures: Any
+    manager: proxyshare.ShareManager, figures: Figures
 ) -> None:
     ctx = multiprocessing.get_context("fork")
     with cf.ProcessPoolExecutor(2, mp_context=ctx) as pool:
