@@ -17,8 +17,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import select
 import socket
 import threading
+import time
 import weakref
 from multiprocessing import connection as mpc
 from typing import Any
@@ -45,7 +47,7 @@ _loads = pickle.loads
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
-    __slots__ = ("__weakref__", "_wire", "address", "max_message", "pid", "server_info")
+    __slots__ = ("__weakref__", "_idle", "_wire", "address", "max_message", "pid", "server_info")
 
     def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
@@ -60,6 +62,16 @@ class Channel:
             self._wire.close()
             raise
         self._wire.sock.settimeout(None)  # handshake done: calls may block (acquire)
+        self._idle = select.poll()
+        self._idle.register(self._wire.fileno(), select.POLLIN)
+
+    def stale(self) -> bool:
+        """True if the server closed this idle connection (it restarted or dropped us).
+
+        Between calls the server sends nothing, so any event means EOF or an
+        error; checking before a request is sent makes reconnecting safe.
+        """
+        return bool(self._idle.poll(0))
 
     def call(self, request: tuple[Any, ...]) -> Any:
         """Send one request and return its result, or raise its error."""
@@ -68,9 +80,10 @@ class Channel:
         except Exception as exc:
             raise _unpicklable(request, exc) from exc
         if len(payload) > self.max_message:
-            raise ValueError(
-                f"request of {len(payload):,} bytes is larger than the server accepts "
-                f"({self.max_message:,} bytes): store large data elsewhere and share a reference"
+            raise ProxyShareError(
+                f"this request is {len(payload):,} bytes, over the server's limit of "
+                f"{self.max_message:,} bytes: store large data elsewhere (a file, a "
+                "database) and share its name or path instead"
             )
         wire = self._wire
         try:
@@ -114,6 +127,24 @@ def _unpicklable(request: tuple[Any, ...], exc: Exception) -> UnshareableArgumen
     )
 
 
+def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
+    """``connect()``, retried while the server's accept backlog is full.
+
+    A full unix-socket backlog fails at once with EAGAIN (TCP retries the SYN
+    instead): under a burst of new clients that means "busy", not "no server".
+    """
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
+
+
 def _open_connection(address: Address, authkey: bytes, timeout: float) -> FramedSocket:
     """Connect and authenticate; every read and write is bounded by ``timeout``."""
     where = format_address(address)
@@ -124,8 +155,7 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(timeout)
-                sock.connect(address)
+                _connect_unix(sock, address, timeout)
             except BaseException:
                 sock.close()
                 raise
@@ -232,7 +262,9 @@ class ServerRef:
         except AttributeError:
             channels = _tls.channels = {}
         channel = channels.get(self._key)
-        if channel is None or channel.pid != os.getpid():
+        if channel is None or channel.pid != os.getpid() or channel.stale():
+            if channel is not None and channel.pid == os.getpid():
+                channel.close()  # the server dropped it; nothing was in flight
             channel = Channel(self.address, self.authkey)
             channels[self._key] = channel
             with _all_lock:

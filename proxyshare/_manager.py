@@ -20,6 +20,7 @@ connection drops, its session's locks and permits are released at once.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import signal
@@ -234,16 +235,24 @@ def _watch_parent(server: ShareServer) -> None:
     """Stop the embedded server when the process that started it dies.
 
     The stdlib's manager process outlives a killed parent; ours waits on the
-    parent's sentinel (works for fork, spawn and forkserver) and stops.
+    parent's sentinel (works for fork, spawn and forkserver) and stops.  The
+    sentinel is a pipe, and children the parent forks later (pool workers)
+    inherit its write end and keep it open after the parent dies, so on Linux
+    the server also waits on a pidfd of the parent, which the kernel marks
+    readable when that process exits.
     """
-    from multiprocessing import parent_process
+    from multiprocessing import connection, parent_process
 
     parent = parent_process()
     if parent is None:
         return
+    waitables: list[Any] = [parent.sentinel]
+    if parent.pid is not None:
+        with contextlib.suppress(AttributeError, OSError):  # not Linux >= 5.3, or gone already
+            waitables.append(os.pidfd_open(parent.pid))
 
     def watch() -> None:
-        parent.join()
+        connection.wait(waitables)
         if not server.stop_event.is_set():
             logger.warning("the process that started this server exited; stopping")
             server.stop()

@@ -265,6 +265,8 @@ class ShareServer(managers.Server):
                 finally:
                     with self.sessions_lock:
                         self.generic_connections -= 1
+        except Exception:  # e.g. a malformed HELLO: log it here, not on a thread's stderr
+            logger.exception("serving a connection failed; it was closed")
         finally:
             conn.close()
 
@@ -334,7 +336,7 @@ class ShareServer(managers.Server):
                 reply = (P.OK, dispatch(session, request))
             except SessionGone:
                 return
-            except Exception as exc:
+            except BaseException as exc:  # even SystemExit from unpickling: answer, go on
                 reply = (P.ERROR, self._error_reply(exc, request))
             session.ops += 1
             try:
@@ -351,8 +353,12 @@ class ShareServer(managers.Server):
         text = traceback.format_exc()
         level = logging.INFO if isinstance(exc, _EXPECTED) else logging.ERROR
         logger.log(level, "request %s failed", _describe_request(request), exc_info=exc)
+        # The client must be able to rebuild the error, and must not get a
+        # SystemExit/KeyboardInterrupt that would end *its* process.
         try:
-            pickle.dumps(exc, P.PICKLE_PROTOCOL)
+            if not isinstance(exc, Exception):
+                raise TypeError("not an Exception")
+            pickle.loads(pickle.dumps(exc, P.PICKLE_PROTOCOL))
         except Exception:
             exc = ProxyShareError(f"{type(exc).__name__}: {exc}")
         return (exc, text)
@@ -477,7 +483,8 @@ class ShareServer(managers.Server):
             raise TypeError("a pipeline is a list of requests")
         names = set()
         for index, request in enumerate(requests):
-            if not isinstance(request, tuple) or request[0] not in _RESOURCE_OPS:
+            valid = isinstance(request, tuple) and len(request) > 1
+            if not valid or request[0] not in _RESOURCE_OPS:
                 raise PipelineFailure(index, [], ProxyShareError("not a resource operation"))
             if request[0] in _BLOCKING_OPS:
                 raise PipelineFailure(
