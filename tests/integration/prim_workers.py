@@ -66,11 +66,18 @@ def hold_permit_until(sem: Any, go: Any) -> int:
 # -- for fault tests: these never return; the test SIGKILLs them ----------------
 
 
-def hold_permit_forever(sem: Any, ready: Any) -> None:
+def hold_permit_forever(sem: Any, ready: Any, blocker: Any = None) -> None:
+    """Take a permit, say so on ``ready``, then idle, or block in ``blocker.get()``."""
     sem.acquire()
     ready.put(os.getpid())
+    if blocker is not None:
+        blocker.get()  # parked inside a server call when the test kills us
     while True:
         time.sleep(1)
+
+
+def wait_on_event_forever(event: Any) -> None:
+    event.wait()
 
 
 def wait_at_barrier_then_report(barrier: Any, results: Any) -> None:
