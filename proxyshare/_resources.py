@@ -565,11 +565,16 @@ class QueueResource(Resource):
         """Append all ``items`` at once, in order, or none of them.
 
         A bounded queue waits until the whole batch fits (or is empty, so a
-        batch larger than ``maxsize`` still goes in rather than never).
+        batch larger than ``maxsize`` still goes in rather than never).  In a
+        pipeline it never waits: ``queue.Full`` if the batch does not fit.
         """
         if not isinstance(items, list):
             raise TypeError(f"put_many() needs a list of items, not {type(items).__name__}")
         seconds = _check_timeout(block, timeout, "block")
+        # Already holding the mutex means a pipeline is applying this: waiting
+        # would let others in mid-batch while it holds other mutexes, so don't.
+        if self.mutex._is_owned():  # type: ignore[attr-defined]
+            block, seconds = False, None
         with self.mutex:
             self._room_for(len(items), session, bool(block), seconds)
             if items:

@@ -116,6 +116,20 @@ def test_queue_proxy_methods_mirror_the_stdlib(manager: proxyshare.ShareManager)
         q.get()
 
 
+def test_a_pipeline_puts_many_without_waiting_for_room(manager: proxyshare.ShareManager) -> None:
+    q = manager.queue("piped", maxsize=3)
+    hits = manager.counter("piped-count")
+    with manager.pipeline() as p:
+        p.queue("piped").put_many([1, 2])
+        p.counter("piped-count").increment()
+    assert p.results == [None, 1]
+    with pytest.raises(proxyshare.PipelineError) as raised, manager.pipeline() as p:
+        p.counter("piped-count").increment()
+        p.queue("piped").put_many([3, 4])  # 2 + 2 > 3: Full at once, no waiting
+    assert raised.value.index == 1 and isinstance(raised.value.__cause__, queue.Full)
+    assert q.get_many(10) == [1, 2] and hits.get() == 2
+
+
 def test_queue_iteration_ignores_equal_items_of_another_type(
     manager: proxyshare.ShareManager,
 ) -> None:

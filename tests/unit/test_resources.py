@@ -992,3 +992,12 @@ def test_every_kind_is_registered() -> None:
         "event",
         "barrier",
     }
+
+
+def test_put_many_inside_a_pipeline_never_waits(s1: FakeSession) -> None:
+    q = QueueResource("q", maxsize=2)
+    with q.mutex:  # what the server's pipeline holds while applying a batch
+        q.put_many(s1, [1])
+        with pytest.raises(queue.Full):
+            q.put_many(s1, [2, 3])
+    assert q.get_many(s1, 10) == [1]
