@@ -330,6 +330,11 @@ class ShareServer(managers.Server):
             except SessionGone:
                 return
             except Exception as exc:
+                if stop.is_set():
+                    # Woken because the server is stopping (resources closed under
+                    # a blocked call): no reply, so the client sees
+                    # ServerUnavailableError, not "deleted".
+                    return
                 reply = (P.ERROR, self._error_reply(exc, request))
             session.ops += 1
             try:

@@ -327,3 +327,48 @@ def test_primitive_proxies_pickle_with_their_name_and_server() -> None:
             copy = pickle.loads(pickle.dumps(proxy))
             assert copy == proxy and type(copy) is type(proxy) and copy.name == proxy.name
         assert pickle.loads(pickle.dumps(mgr.queue("q"))).qsize() == 0
+
+
+BLOCKING_CALLS = {
+    "queue.get": lambda m: m.queue("q").get,
+    "queue.put": lambda m: (m.queue("full", maxsize=1).put(0), lambda: m.queue("full").put(1))[1],
+    "semaphore.acquire": lambda m: (m.semaphore("s").acquire(), m.semaphore("s").acquire)[1],
+    "event.wait": lambda m: m.event("e").wait,
+    "barrier.wait": lambda m: m.barrier("b", 2).wait,
+}
+
+
+@pytest.mark.parametrize("round_", range(4))  # the wrong outcome was a race: try it often
+def test_blocked_callers_get_server_unavailable_when_the_server_stops(round_: int) -> None:
+    mgr = proxyshare.ShareManager()
+    mgr.start()
+    errors: dict[str, BaseException] = {}
+    threads = []
+    try:
+        for name, make in BLOCKING_CALLS.items():
+            blocking = make(mgr)  # made in this thread: it holds what it took
+
+            def waiter(name: str = name, blocking: Any = blocking) -> None:
+                try:
+                    blocking()
+                except BaseException as exc:
+                    errors[name] = exc
+
+            threads.append(threading.Thread(target=waiter, daemon=True))
+            threads[-1].start()
+        wait_until(lambda: _blocked_count(mgr) == len(BLOCKING_CALLS))
+    finally:
+        mgr.shutdown()
+    for thread in threads:
+        thread.join(10)
+    assert {name: type(exc).__name__ for name, exc in errors.items()} == dict.fromkeys(
+        BLOCKING_CALLS, "ServerUnavailableError"
+    )
+
+
+def _blocked_count(mgr: proxyshare.ShareManager) -> int:
+    total = 0
+    for r in mgr.status()["resources"]:
+        total += r.get("blocked_getters", 0) + r.get("blocked_putters", 0) + r.get("waiting", 0)
+        total += len(r.get("waiters", [])) if r["kind"] != "lock" else 0
+    return total
