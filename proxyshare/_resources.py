@@ -90,6 +90,18 @@ def _check_timeout(blocking: object, timeout: object, flag: str = "blocking") ->
     return float(timeout)
 
 
+def _queue_timeout(block: object, timeout: object) -> float | None:
+    """As ``queue.Queue``: the timeout is ignored when not blocking, and never negative."""
+    if not block:
+        _check_timeout(block, None, "block")
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout < 0:
+        raise ValueError(
+            f"timeout must be a non-negative number of seconds (or None), not {timeout}"
+        )
+    return _check_timeout(block, timeout, "block")
+
+
 def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
@@ -508,7 +520,7 @@ class QueueResource(Resource):
 
     def _full(self, adding: int = 1) -> bool:
         """Whether ``adding`` more items would overflow (an empty queue takes any batch)."""
-        return 0 < self.maxsize < len(self.items) + adding and bool(self.items)
+        return adding > 0 and 0 < self.maxsize < len(self.items) + adding and bool(self.items)
 
     def _check_usable(self, putting: bool) -> None:
         if self.deleted:
@@ -549,7 +561,7 @@ class QueueResource(Resource):
     def put(
         self, session: SessionLike, item: Any, block: bool = True, timeout: float | None = None
     ) -> None:
-        seconds = _check_timeout(block, timeout, "block")
+        seconds = _queue_timeout(block, timeout)
         with self.mutex:
             self._room_for(1, session, bool(block), seconds)
             self.items.append(item)
@@ -570,7 +582,7 @@ class QueueResource(Resource):
         """
         if not isinstance(items, list):
             raise TypeError(f"put_many() needs a list of items, not {type(items).__name__}")
-        seconds = _check_timeout(block, timeout, "block")
+        seconds = _queue_timeout(block, timeout)
         # Already holding the mutex means a pipeline is applying this: waiting
         # would let others in mid-batch while it holds other mutexes, so don't.
         if self.mutex._is_owned():  # type: ignore[attr-defined]
@@ -585,7 +597,7 @@ class QueueResource(Resource):
         return ProxyShareError(f"queue {self.name!r} is closed and empty: no more items will come")
 
     def get(self, session: SessionLike, block: bool = True, timeout: float | None = None) -> Any:
-        seconds = _check_timeout(block, timeout, "block")
+        seconds = _queue_timeout(block, timeout)
         with self.mutex:
             self._check_usable(putting=False)
             if not self.items:
@@ -610,7 +622,7 @@ class QueueResource(Resource):
         """
         if _check_int(max_items, "max_items") < 1:
             raise ValueError(f"max_items must be >= 1, not {max_items}")
-        seconds = _check_timeout(True, timeout)
+        seconds = _queue_timeout(True, timeout)
         with self.mutex:
             self._check_usable(putting=False)
             if not self.items and not self.closed:

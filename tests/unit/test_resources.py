@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from proxyshare import NotOwnerError, ProxyShareError, ResourceNotFoundError
 from proxyshare._resources import (
@@ -153,7 +155,8 @@ BAD_VALUES: list[tuple[str, Callable[[FakeSession], Any], str]] = [
     ("barrier of 0", lambda s: BarrierResource("b", parties=0), "parties must be >= 1"),
     ("lock lease 0", lambda s: LockResource("l", lease=0), "lease must be a positive"),
     ("negative timeout", lambda s: QueueResource("q").get(s, True, -0.5), "non-negative"),
-    ("timeout, no block", lambda s: QueueResource("q").get(s, False, 1), "non-blocking"),
+    ("timeout, no block", lambda s: LockResource("l").acquire(s, False, 1), "non-blocking"),
+    ("queue timeout -1", lambda s: QueueResource("q").put(s, 1, True, -1), "non-negative"),
     ("get_many 0", lambda s: QueueResource("q").get_many(s, 0), "max_items must be >= 1"),
 ]
 
@@ -534,6 +537,16 @@ def test_queue_is_fifo_and_raises_stdlib_empty_and_full(s1: FakeSession) -> None
     with pytest.raises(queue.Empty):
         q.get(s1, True, 0.05)
     assert q.qsize(s1) == 0
+
+
+def test_queue_ignores_the_timeout_of_a_non_blocking_call_like_the_stdlib(s1: FakeSession) -> None:
+    q = QueueResource("q", maxsize=1)
+    q.put(s1, 1, False, 5)
+    with pytest.raises(queue.Full):
+        q.put(s1, 2, False, 5)
+    assert q.get(s1, False, 5) == 1
+    with pytest.raises(queue.Empty):
+        q.get(s1, False, 5)
 
 
 def test_queue_get_waits_for_a_put(s1: FakeSession, s2: FakeSession) -> None:
@@ -1001,3 +1014,53 @@ def test_put_many_inside_a_pipeline_never_waits(s1: FakeSession) -> None:
         with pytest.raises(queue.Full):
             q.put_many(s1, [2, 3])
     assert q.get_many(s1, 10) == [1]
+
+
+# -- the queue against a model (non-blocking operations, any order) -----------------
+
+QUEUE_OPS = st.one_of(
+    st.tuples(st.just("put"), st.integers()),
+    st.tuples(st.just("put_many"), st.lists(st.integers(), max_size=5)),
+    st.tuples(st.just("get"), st.none()),
+    st.tuples(st.just("get_many"), st.integers(min_value=1, max_value=4)),
+    st.tuples(st.just("close"), st.none()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@example(maxsize=2, ops=[("put_many", [1, 2, 3, 4]), ("put_many", []), ("put", 5)])
+@given(maxsize=st.integers(min_value=0, max_value=4), ops=st.lists(QUEUE_OPS, max_size=30))
+def test_queue_matches_a_simple_model(maxsize: int, ops: list[tuple[str, Any]]) -> None:
+    s = FakeSession()
+    q = QueueResource("q", maxsize=maxsize)
+    model: list[int] = []
+    closed = False
+
+    def fits(n: int) -> bool:
+        return maxsize == 0 or not model or len(model) + n <= maxsize
+
+    for op, arg in ops:
+        if op in ("put", "put_many"):
+            batch = [arg] if op == "put" else arg
+            if closed:
+                with pytest.raises(ProxyShareError, match="closed"):
+                    q.put(s, arg, False) if op == "put" else q.put_many(s, arg, False)
+            elif not fits(len(batch)) and batch:
+                with pytest.raises(queue.Full):
+                    q.put(s, arg, False) if op == "put" else q.put_many(s, arg, False)
+            else:
+                q.put(s, arg, False) if op == "put" else q.put_many(s, arg, False)
+                model.extend(batch)
+        elif op == "get":
+            if model:
+                assert q.get(s, False) == model.pop(0)
+            else:
+                with pytest.raises(ProxyShareError if closed else queue.Empty):
+                    q.get(s, False)
+        elif op == "get_many":
+            assert q.get_many(s, arg, 0) == model[:arg]
+            del model[:arg]
+        else:
+            q.close_queue(s)
+            closed = True
+        assert q.info(s) == (len(model), maxsize, closed)
