@@ -11,6 +11,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import pickle
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 
 import proxyshare
+from proxyshare import _protocol as P
+from proxyshare._client import Channel
 from tests.integration import prim_workers as W
 from tests.support import kill_hard, wait_until
 
@@ -144,3 +148,31 @@ def test_a_killed_event_waiter_is_dropped(
     wait_until(lambda: _resource(manager, "go")["waiting"] == 0, timeout=5)
     ev.set()
     assert ev.wait(1) is True
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [(P.QUEUE_GET, "inflight", True, None), (P.QUEUE_GET_MANY, "inflight", 2, None)],
+    ids=["get", "get_many"],
+)
+def test_items_whose_reply_cannot_be_delivered_go_back_to_the_front(
+    manager: proxyshare.ShareManager, request_: tuple[Any, ...]
+) -> None:
+    q = manager.queue("inflight")
+    q.put_many(["a", "b", "c"])
+    ref = manager.server_ref
+    channel = Channel(ref.address, ref.authkey)  # a client of its own, outside the registry
+    try:
+        # The client can no longer read: the server takes the items, then its
+        # reply fails -- as when a consumer dies between asking and receiving.
+        with socket.socket(fileno=os.dup(channel._conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RD)
+        channel._conn.send_bytes(pickle.dumps(request_, P.PICKLE_PROTOCOL))
+        wait_until(lambda: _session_count(manager) == 1)  # the server dropped it
+    finally:
+        channel.close()
+    assert q.get_many(10, timeout=5) == ["a", "b", "c"]
+
+
+def _session_count(manager: proxyshare.ShareManager) -> int:
+    return len(manager.status()["clients"])
