@@ -12,13 +12,22 @@ Every method is one request/response through ``ServerRef.call``.
 from __future__ import annotations
 
 import queue as _queue
-from collections.abc import Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView, ItemsView
+from collections.abc import (
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from types import TracebackType
 from typing import Any, ClassVar
 
 from proxyshare import _protocol as P
 from proxyshare._address import format_address
 from proxyshare._client import ServerRef
+from proxyshare._errors import ProxyShareError, ResourceNotFoundError, ServerUnavailableError
 
 __all__ = ["Barrier", "Counter", "Dict", "Event", "Lock", "Queue", "Semaphore"]
 
@@ -44,7 +53,8 @@ class _Proxy:
         return (type(self), (self._ref, self._name))
 
     def __repr__(self) -> str:
-        return f"<proxyshare.{type(self).__name__} {self._name!r} at {format_address(self._ref.address)}>"
+        where = format_address(self._ref.address)
+        return f"<proxyshare.{type(self).__name__} {self._name!r} at {where}>"
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -240,6 +250,11 @@ class Dict(_Proxy, MutableMapping[Any, Any]):
 class Queue(_Proxy):
     """A shared FIFO queue with the ``queue.Queue`` methods and errors.
 
+    ``get``/``put`` raise the stdlib's ``queue.Empty``/``queue.Full``.
+    ``close()`` ends the stream: puts are refused, getters drain what is left,
+    and ``for item in q`` stops once it is drained.  An item taken by a client
+    that dies before receiving it goes back to the front of the queue.
+
     >>> q = mgr.queue("results")           # doctest: +SKIP
     >>> q.put(1); q.get()                  # doctest: +SKIP
     1
@@ -253,24 +268,39 @@ class Queue(_Proxy):
         self._ref.call(P.QUEUE_PUT, self._name, item, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Remove and return the oldest item; ``queue.Empty`` when there is none in time."""
+        """Remove and return the oldest item; ``queue.Empty`` when there is none in time.
+
+        On a closed queue that is empty this raises ``ProxyShareError``.
+        """
         return self._ref.call(P.QUEUE_GET, self._name, block, timeout)
 
     def put_nowait(self, item: Any) -> None:
+        """``put(item, block=False)``."""
         self.put(item, block=False)
 
     def get_nowait(self) -> Any:
+        """``get(block=False)``."""
         return self.get(block=False)
 
-    def put_many(self, items: Iterable[Any]) -> None:
-        """Append all ``items`` in one round trip."""
-        self._ref.call(P.QUEUE_PUT_MANY, self._name, list(items))
+    def put_many(
+        self, items: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Append all ``items``, in order, in one round trip: all of them or none.
+
+        A bounded queue waits until the whole batch fits (an empty queue takes
+        any batch); ``queue.Full`` if it does not fit in time.
+        """
+        self._ref.call(P.QUEUE_PUT_MANY, self._name, list(items), block, timeout)
 
     def get_many(self, max_items: int, timeout: float | None = None) -> list[Any]:
-        """Up to ``max_items`` items in one round trip; waits only while empty."""
+        """Up to ``max_items`` items in one round trip; waits only while the queue is empty.
+
+        Returns ``[]`` when ``timeout`` runs out, or when the queue is closed and drained.
+        """
         return self._ref.call(P.QUEUE_GET_MANY, self._name, max_items, timeout)  # type: ignore[no-any-return]
 
     def qsize(self) -> int:
+        """Items in the queue now."""
         return self._ref.call(P.QUEUE_SIZE, self._name)  # type: ignore[no-any-return]
 
     def empty(self) -> bool:
@@ -285,33 +315,49 @@ class Queue(_Proxy):
         self._ref.call(P.QUEUE_CLOSE, self._name)
 
     def iter(self, sentinel: Any = _MISSING, timeout: float | None = None) -> Iterator[Any]:
-        """Yield items until ``sentinel`` arrives or the queue is closed and drained."""
-        from proxyshare._errors import ProxyShareError
+        """Yield items until ``sentinel`` arrives or the queue is closed and drained.
 
+        The sentinel is consumed, not yielded; it matches an item of the same
+        type that compares equal (so ``None`` never compares with an array).
+        ``queue.Empty`` if no item arrives within ``timeout``.
+        """
         while True:
             try:
                 item = self.get(timeout=timeout)
+            except (ServerUnavailableError, ResourceNotFoundError):
+                raise
             except ProxyShareError:
-                if self._ref.call(P.QUEUE_INFO, self._name)[2]:  # closed and empty
+                if self._ref.call(P.QUEUE_INFO, self._name)[2]:  # closed and drained
                     return
                 raise
-            if sentinel is not _MISSING and item == sentinel:
+            if sentinel is not _MISSING and type(item) is type(sentinel) and item == sentinel:
                 return
             yield item
 
-    __iter__ = iter
+    def __iter__(self) -> Iterator[Any]:
+        """Iterate until the queue is closed and drained (see ``iter``)."""
+        return self.iter()
 
     Empty = _queue.Empty
     Full = _queue.Full
 
 
 class Semaphore(_Proxy):
-    """A shared counting semaphore with FIFO waiters; a dead holder's permits return."""
+    """A shared counting semaphore with FIFO waiters.
+
+    Permits are owned, like a lock: the thread that acquired one releases it
+    (anyone else gets ``NotOwnerError``), and a process that dies holding
+    permits gives them back as soon as its connection drops.
+
+    >>> with mgr.semaphore("db", 2):       # doctest: +SKIP
+    ...     ...                            # at most 2 callers in here at once
+    """
 
     __slots__ = ()
     kind = "semaphore"
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take a permit; False if ``blocking`` is false or ``timeout`` ran out first."""
         return self._ref.call(P.SEM_ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
 
     def release(self) -> None:
@@ -335,43 +381,61 @@ class Semaphore(_Proxy):
 
 
 class Event(_Proxy):
-    """A shared ``threading.Event``."""
+    """A shared ``threading.Event``.
+
+    >>> stop = mgr.event("stop")           # doctest: +SKIP
+    >>> stop.wait(timeout=1.0)             # doctest: +SKIP
+    False
+    """
 
     __slots__ = ()
     kind = "event"
 
     def set(self) -> None:
+        """Set the flag and wake every waiter."""
         self._ref.call(P.EVENT_SET, self._name)
 
     def clear(self) -> None:
+        """Reset the flag; later ``wait()`` calls block again."""
         self._ref.call(P.EVENT_CLEAR, self._name)
 
     def is_set(self) -> bool:
         return self._ref.call(P.EVENT_IS_SET, self._name)  # type: ignore[no-any-return]
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True once set; False if ``timeout`` ran out first."""
+        """True once set (even if cleared again at once); False if ``timeout`` ran out."""
         return self._ref.call(P.EVENT_WAIT, self._name, timeout)  # type: ignore[no-any-return]
 
 
 class Barrier(_Proxy):
-    """A shared ``threading.Barrier``; a party that dies breaks it for the others."""
+    """A shared ``threading.Barrier`` (without ``action``).
+
+    A party whose process dies while waiting breaks the barrier, so the
+    others get ``threading.BrokenBarrierError`` instead of waiting forever.
+    As with the stdlib, a ``wait`` that times out breaks it too.
+    """
 
     __slots__ = ()
     kind = "barrier"
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait for all parties; ``threading.BrokenBarrierError`` if it breaks."""
+        """Wait for all parties; return this caller's arrival index (0 .. parties-1).
+
+        ``threading.BrokenBarrierError`` if the barrier is or becomes broken.
+        """
         return self._ref.call(P.BARRIER_WAIT, self._name, timeout)  # type: ignore[no-any-return]
 
     def abort(self) -> None:
+        """Break the barrier: current and later waiters get ``BrokenBarrierError``."""
         self._ref.call(P.BARRIER_ABORT, self._name)
 
     def reset(self) -> None:
+        """Make it usable again; parties waiting now get ``BrokenBarrierError``."""
         self._ref.call(P.BARRIER_RESET, self._name)
 
     @property
     def n_waiting(self) -> int:
+        """Parties waiting now."""
         return self._ref.call(P.BARRIER_N_WAITING, self._name)  # type: ignore[no-any-return]
 
     @property

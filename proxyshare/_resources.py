@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
-from proxyshare._errors import NotOwnerError, ProxyShareError
+from proxyshare._errors import NotOwnerError, ProxyShareError, ResourceNotFoundError
 
 __all__ = [
     "RESOURCE_TYPES",
@@ -41,6 +41,12 @@ __all__ = [
 
 WAIT_SLICE = 0.1  # how often a blocked waiter checks that its client is alive
 _MISSING = object()
+
+
+def _deleted(resource: Resource) -> ResourceNotFoundError:
+    return ResourceNotFoundError(
+        f"{resource.kind} {resource.name!r} was deleted while this call was waiting on it"
+    )
 
 
 class SessionLike(Protocol):
@@ -63,19 +69,37 @@ def _check_int(value: object, what: str) -> int:
     return value
 
 
-def _check_timeout(blocking: object, timeout: object) -> float | None:
-    """Validate stdlib-style (blocking, timeout); return seconds or None (forever)."""
+def _check_timeout(blocking: object, timeout: object, flag: str = "blocking") -> float | None:
+    """Validate stdlib-style (blocking, timeout); return seconds or None (forever).
+
+    ``flag`` is the caller's name for ``blocking`` (queues call it ``block``).
+    """
     if not isinstance(blocking, (bool, int)):
-        raise TypeError(f"blocking must be a bool, not {type(blocking).__name__}")
+        raise TypeError(f"{flag} must be a bool, not {type(blocking).__name__} ({blocking!r})")
     if timeout is None or timeout == -1:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        raise TypeError(
+            "timeout must be a number of seconds or None, "
+            f"not {type(timeout).__name__} ({timeout!r})"
+        )
     if not blocking:
         raise ValueError("can't specify a timeout for a non-blocking call")
     if timeout < 0:
         raise ValueError("timeout must be a non-negative number of seconds (or None)")
     return float(timeout)
+
+
+def _queue_timeout(block: object, timeout: object) -> float | None:
+    """As ``queue.Queue``: the timeout is ignored when not blocking, and never negative."""
+    if not block:
+        _check_timeout(block, None, "block")
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout < 0:
+        raise ValueError(
+            f"timeout must be a non-negative number of seconds (or None), not {timeout}"
+        )
+    return _check_timeout(block, timeout, "block")
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -171,25 +195,25 @@ class CounterResource(Resource):
 
 
 class _Waiter:
-    """A parked acquirer.  ``wake`` is a raw lock held until the grant: waking
-    through it costs far less than ``threading.Event`` (no Condition), which
-    matters because every contended hand-off pays it."""
+    """A parked acquirer.  ``_wake`` is a raw lock held until it is woken:
+    waking through it costs far less than ``threading.Event`` (no Condition),
+    which matters because every contended hand-off pays it."""
 
-    __slots__ = ("granted", "session", "wake")
+    __slots__ = ("_wake", "granted", "session")
 
     def __init__(self, session: SessionLike) -> None:
         self.session = session
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self._wake = threading.Lock()
+        self._wake.acquire()
         self.granted = False
 
-    def park(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the grant; True once granted."""
-        return self.wake.acquire(timeout=seconds) or self.granted
+    def park(self, seconds: float) -> None:
+        """Sleep until woken (a hand-off or close()) or ``seconds`` pass."""
+        self._wake.acquire(timeout=seconds)
 
-    def grant(self) -> None:
-        self.granted = True
-        self.wake.release()
+    def wake(self) -> None:
+        """Called once, under the resource mutex, by whoever removed it from the list."""
+        self._wake.release()
 
 
 class _FifoPermits(Resource):
@@ -206,6 +230,7 @@ class _FifoPermits(Resource):
         self.available = permits
         self.holders: dict[SessionLike, list[float]] = {}  # session -> acquisition times
         self.waiters: collections.deque[_Waiter] = collections.deque()
+        self.deleted = False
 
     def _grant(self, session: SessionLike) -> None:
         self.available -= 1
@@ -221,7 +246,8 @@ class _FifoPermits(Resource):
         while self.available > 0 and self.waiters:
             waiter = self.waiters.popleft()
             self._grant(waiter.session)
-            waiter.grant()
+            waiter.granted = True
+            waiter.wake()
 
     def _before_acquire(self, session: SessionLike, blocking: bool, timeout: float | None) -> None:
         """Hook: lets the lock refuse a self-deadlock."""
@@ -229,9 +255,13 @@ class _FifoPermits(Resource):
     def _expire(self) -> None:
         """Hook: lets a leased lock drop a holder whose lease ran out."""
 
-    def acquire(self, session: SessionLike, blocking: bool = True, timeout: float | None = None) -> bool:
+    def acquire(
+        self, session: SessionLike, blocking: bool = True, timeout: float | None = None
+    ) -> bool:
         seconds = _check_timeout(blocking, timeout)
         with self.mutex:
+            if self.deleted:
+                raise _deleted(self)
             self._expire()
             if self.available > 0 and not self.waiters:
                 self._grant(session)
@@ -244,14 +274,16 @@ class _FifoPermits(Resource):
         deadline = _deadline(seconds)
         while True:
             step = _slice(deadline)
-            if step > 0 and waiter.park(step):
-                return True
+            if step > 0:
+                waiter.park(step)  # woken by a hand-off or by close()
             with self.mutex:
                 if waiter.granted:
                     if session.alive():
                         return True
                     self._take_back(session)
                     raise SessionGone
+                if self.deleted:
+                    raise _deleted(self)  # close() already emptied the wait list
                 if not session.alive():
                     self.waiters.remove(waiter)
                     raise SessionGone
@@ -266,7 +298,8 @@ class _FifoPermits(Resource):
             if session not in self.holders:
                 raise NotOwnerError(
                     f"{self.kind} {self.name!r} cannot be released by this caller: it holds no "
-                    f"{self.noun} (a {self.kind} is owned by the process and thread that acquired it)"
+                    f"{self.noun} (a {self.kind} is owned by the process and thread that "
+                    "acquired it)"
                 )
             self._take_back(session)
 
@@ -276,6 +309,13 @@ class _FifoPermits(Resource):
                 self._take_back(session)
             for waiter in [w for w in self.waiters if w.session is session]:
                 self.waiters.remove(waiter)
+
+    def close(self) -> None:
+        """Deleted: wake every waiter so it fails instead of waiting forever."""
+        with self.mutex:
+            self.deleted = True
+            while self.waiters:
+                self.waiters.popleft().wake()
 
     def _holders_info(self) -> list[dict[str, Any]]:
         return [
@@ -300,7 +340,9 @@ class LockResource(_FifoPermits):
         super().__init__(name, 1)
         if lease is not None:
             if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0:
-                raise ValueError(f"lease must be a positive number of seconds or None, not {lease!r}")
+                raise ValueError(
+                    f"lease must be a positive number of seconds or None, not {lease!r}"
+                )
             lease = float(lease)
         self.lease = lease
 
@@ -345,8 +387,14 @@ class SemaphoreResource(_FifoPermits):
     noun = "permit"
 
     def __init__(self, name: str, value: int = 1) -> None:
-        if _check_int(value, "value") < 0:
-            raise ValueError("semaphore value must be >= 0")
+        if _check_int(value, "value") < 1:
+            # Permits belong to whoever acquired them, and only a holder can
+            # release: a semaphore that starts empty could never be acquired.
+            raise ValueError(
+                f"semaphore value must be >= 1, not {value}: a proxyshare semaphore's permits "
+                "are owned by the callers that acquire them; to signal between processes "
+                "use mgr.event() or mgr.queue()"
+            )
         super().__init__(name, value)
         self.initial = value
 
@@ -403,7 +451,9 @@ class DictResource(Resource):
         with self.mutex:
             return list(self.data)
 
-    def pop(self, session: SessionLike, key: Any, has_default: bool = False, default: Any = None) -> Any:
+    def pop(
+        self, session: SessionLike, key: Any, has_default: bool = False, default: Any = None
+    ) -> Any:
         with self.mutex:
             if has_default:
                 return self.data.pop(key, default)
@@ -448,6 +498,14 @@ class DictResource(Resource):
 
 
 class QueueResource(Resource):
+    """A FIFO of pickled-by-the-transport items.
+
+    ``close()`` refuses further puts and lets getters drain what is left;
+    getting from a closed, empty queue raises (the client's iteration helper
+    stops there).  Items handed to a client that died before it received them
+    go back to the front (``unget``, called by the server).
+    """
+
     kind = "queue"
 
     def __init__(self, name: str, maxsize: int = 0) -> None:
@@ -455,6 +513,8 @@ class QueueResource(Resource):
         self.maxsize = _check_int(maxsize, "maxsize")
         self.items: collections.deque[Any] = collections.deque()
         self.closed = False
+        self.deleted = False
+        self.blocked = {"get": 0, "put": 0}  # callers parked in get/put, for status
         self.changed = threading.Condition(self.mutex)
 
     def options(self) -> dict[str, Any]:
@@ -467,65 +527,121 @@ class QueueResource(Resource):
                 "size": len(self.items),
                 "maxsize": self.maxsize,
                 "closed": self.closed,
+                "blocked_getters": self.blocked["get"],
+                "blocked_putters": self.blocked["put"],
             }
 
-    def _full(self) -> bool:
-        return 0 < self.maxsize <= len(self.items)
+    def _full(self, adding: int = 1) -> bool:
+        """Whether ``adding`` more items would overflow (an empty queue takes any batch)."""
+        return adding > 0 and 0 < self.maxsize < len(self.items) + adding and bool(self.items)
 
-    def _wait(self, session: SessionLike, ready: Callable[[], bool], deadline: float | None) -> bool:
+    def _check_usable(self, putting: bool) -> None:
+        if self.deleted:
+            raise _deleted(self)
+        if putting and self.closed:
+            raise ProxyShareError(f"queue {self.name!r} is closed: it accepts no more items")
+
+    def _wait(
+        self, session: SessionLike, role: str, ready: Callable[[], bool], deadline: float | None
+    ) -> bool:
         """Park on the condition (mutex released) until ``ready()``; False on timeout."""
-        while not ready():
-            step = _slice(deadline)
-            if step <= 0:
-                return False
-            self.changed.wait(step)
-            if not session.alive():
-                raise SessionGone
-        return True
+        self.blocked[role] += 1
+        try:
+            while not ready():
+                step = _slice(deadline)
+                if step <= 0:
+                    return False
+                self.changed.wait(step)
+                if self.deleted:
+                    raise _deleted(self)
+                if not session.alive():
+                    raise SessionGone  # before taking anything: the item stays queued
+            return True
+        finally:
+            self.blocked[role] -= 1
 
-    def put(self, session: SessionLike, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        seconds = _check_timeout(block, timeout)
+    def _room_for(self, n: int, session: SessionLike, block: bool, seconds: float | None) -> None:
+        """Return once ``n`` items fit; ``queue.Full`` if they do not in time."""
+        self._check_usable(putting=True)
+        if not self._full(n):
+            return
+        if not block or not self._wait(
+            session, "put", lambda: not self._full(n) or self.closed, _deadline(seconds)
+        ):
+            raise queue.Full
+        self._check_usable(putting=True)  # closed while we waited
+
+    def put(
+        self, session: SessionLike, item: Any, block: bool = True, timeout: float | None = None
+    ) -> None:
+        seconds = _queue_timeout(block, timeout)
         with self.mutex:
-            if self.closed:
-                raise ProxyShareError(f"queue {self.name!r} is closed")
-            if self._full():
-                if not block or not self._wait(session, lambda: not self._full() or self.closed, _deadline(seconds)):
-                    raise queue.Full
-                if self.closed:
-                    raise ProxyShareError(f"queue {self.name!r} is closed")
+            self._room_for(1, session, bool(block), seconds)
             self.items.append(item)
             self.changed.notify_all()
 
-    def put_many(self, session: SessionLike, items: list[Any]) -> None:
-        """Append all ``items`` at once, ignoring ``maxsize`` (one round trip, no partial state)."""
+    def put_many(
+        self,
+        session: SessionLike,
+        items: list[Any],
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> None:
+        """Append all ``items`` at once, in order, or none of them.
+
+        A bounded queue waits until the whole batch fits (or is empty, so a
+        batch larger than ``maxsize`` still goes in rather than never).  In a
+        pipeline it never waits: ``queue.Full`` if the batch does not fit.
+        """
+        if not isinstance(items, list):
+            raise TypeError(f"put_many() needs a list of items, not {type(items).__name__}")
+        seconds = _queue_timeout(block, timeout)
+        # Already holding the mutex means a pipeline is applying this: waiting
+        # would let others in mid-batch while it holds other mutexes, so don't.
+        if self.mutex._is_owned():  # type: ignore[attr-defined]
+            block, seconds = False, None
         with self.mutex:
-            if self.closed:
-                raise ProxyShareError(f"queue {self.name!r} is closed")
-            self.items.extend(items)
-            self.changed.notify_all()
+            self._room_for(len(items), session, bool(block), seconds)
+            if items:
+                self.items.extend(items)
+                self.changed.notify_all()
+
+    def _closed_and_empty(self) -> ProxyShareError:
+        return ProxyShareError(f"queue {self.name!r} is closed and empty: no more items will come")
 
     def get(self, session: SessionLike, block: bool = True, timeout: float | None = None) -> Any:
-        seconds = _check_timeout(block, timeout)
+        seconds = _queue_timeout(block, timeout)
         with self.mutex:
+            self._check_usable(putting=False)
             if not self.items:
                 if self.closed:
-                    raise ProxyShareError(f"queue {self.name!r} is closed and empty")
-                if not block or not self._wait(session, lambda: bool(self.items) or self.closed, _deadline(seconds)):
+                    raise self._closed_and_empty()
+                if not block or not self._wait(
+                    session, "get", lambda: bool(self.items) or self.closed, _deadline(seconds)
+                ):
                     raise queue.Empty
                 if not self.items:
-                    raise ProxyShareError(f"queue {self.name!r} is closed and empty")
+                    raise self._closed_and_empty()
             item = self.items.popleft()
             self.changed.notify_all()
             return item
 
-    def get_many(self, session: SessionLike, max_items: int, timeout: float | None = None) -> list[Any]:
-        """Up to ``max_items``: waits (up to ``timeout``) only while the queue is empty."""
+    def get_many(
+        self, session: SessionLike, max_items: int, timeout: float | None = None
+    ) -> list[Any]:
+        """Up to ``max_items``; waits (up to ``timeout``) only while the queue is empty.
+
+        ``[]`` means the timeout ran out, or the queue is closed and drained.
+        """
         if _check_int(max_items, "max_items") < 1:
-            raise ValueError("max_items must be >= 1")
-        seconds = _check_timeout(True, timeout)
+            raise ValueError(f"max_items must be >= 1, not {max_items}")
+        seconds = _queue_timeout(True, timeout)
         with self.mutex:
+            self._check_usable(putting=False)
             if not self.items and not self.closed:
-                self._wait(session, lambda: bool(self.items) or self.closed, _deadline(seconds))
+                self._wait(
+                    session, "get", lambda: bool(self.items) or self.closed, _deadline(seconds)
+                )
             taken = [self.items.popleft() for _ in range(min(max_items, len(self.items)))]
             if taken:
                 self.changed.notify_all()
@@ -549,24 +665,40 @@ class QueueResource(Resource):
             self.closed = True
             self.changed.notify_all()
 
+    def close(self) -> None:
+        with self.mutex:
+            self.deleted = True
+            self.changed.notify_all()
+
 
 # -- event ---------------------------------------------------------------------
 
 
 class EventResource(Resource):
+    """A ``threading.Event``.
+
+    ``set()`` bumps a generation number, so a waiter wakes with True even if
+    ``clear()`` follows at once (as with the stdlib event).
+    """
+
     kind = "event"
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.flag = False
+        self.generation = 0
+        self.deleted = False
+        self.waiting = 0
         self.changed = threading.Condition(self.mutex)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "set": self.flag}
+        with self.mutex:
+            return {**super().describe(), "set": self.flag, "waiting": self.waiting}
 
     def set(self, session: SessionLike) -> None:
         with self.mutex:
             self.flag = True
+            self.generation += 1
             self.changed.notify_all()
 
     def clear(self, session: SessionLike) -> None:
@@ -579,37 +711,67 @@ class EventResource(Resource):
     def wait(self, session: SessionLike, timeout: float | None = None) -> bool:
         deadline = _deadline(_check_timeout(True, timeout))
         with self.mutex:
-            while not self.flag:
-                step = _slice(deadline)
-                if step <= 0:
-                    return False
-                self.changed.wait(step)
-                if not session.alive():
-                    raise SessionGone
-            return True
+            if self.deleted:
+                raise _deleted(self)
+            if self.flag:
+                return True
+            seen = self.generation
+            self.waiting += 1
+            try:
+                while self.generation == seen:
+                    step = _slice(deadline)
+                    if step <= 0:
+                        return False
+                    self.changed.wait(step)
+                    if self.generation != seen:
+                        break
+                    if self.deleted:
+                        raise _deleted(self)
+                    if not session.alive():
+                        raise SessionGone
+                return True
+            finally:
+                self.waiting -= 1
+
+    def close(self) -> None:
+        with self.mutex:
+            self.deleted = True
+            self.changed.notify_all()
 
 
 # -- barrier -------------------------------------------------------------------
 
 
 class _Round:
-    __slots__ = ("arrived", "broken", "passed")
+    """One filling of the barrier; waiters keep a reference to their own round."""
+
+    __slots__ = ("broken", "passed", "waiters")
 
     def __init__(self) -> None:
-        self.arrived = 0
+        self.waiters: list[SessionLike] = []
         self.passed = False
         self.broken = False
 
+    def settled(self) -> bool:
+        return self.passed or self.broken
+
 
 class BarrierResource(Resource):
+    """A ``threading.Barrier`` (no ``action``) whose parties can die.
+
+    A waiting party whose client disconnects breaks the barrier, so the others
+    get ``threading.BrokenBarrierError`` instead of waiting forever.
+    """
+
     kind = "barrier"
 
     def __init__(self, name: str, parties: int) -> None:
         if _check_int(parties, "parties") < 1:
-            raise ValueError("parties must be >= 1")
+            raise ValueError(f"parties must be >= 1, not {parties}")
         super().__init__(name)
         self.parties = parties
         self.broken = False
+        self.deleted = False
         self.round = _Round()
         self.changed = threading.Condition(self.mutex)
 
@@ -629,7 +791,8 @@ class BarrierResource(Resource):
             return {
                 **super().describe(),
                 "parties": self.parties,
-                "n_waiting": self.round.arrived,
+                "n_waiting": len(self.round.waiters),
+                "waiters": [s.describe() for s in self.round.waiters],
                 "broken": self.broken,
             }
 
@@ -640,29 +803,36 @@ class BarrierResource(Resource):
         self.changed.notify_all()
 
     def wait(self, session: SessionLike, timeout: float | None = None) -> int:
+        """Block until ``parties`` callers arrived; return this caller's arrival index."""
         deadline = _deadline(_check_timeout(True, timeout))
         with self.mutex:
+            if self.deleted:
+                raise _deleted(self)
             if self.broken:
                 raise threading.BrokenBarrierError
             current = self.round
-            index = current.arrived
-            current.arrived += 1
-            if current.arrived == self.parties:
+            index = len(current.waiters)
+            current.waiters.append(session)
+            if len(current.waiters) == self.parties:
                 current.passed = True
                 self.round = _Round()
                 self.changed.notify_all()
                 return index
-            while not (current.passed or current.broken):
+            while not current.settled():
                 step = _slice(deadline)
                 if step <= 0:
-                    self._break()
+                    self._break()  # as the stdlib does: a timeout breaks it for everyone
                     raise threading.BrokenBarrierError
                 self.changed.wait(step)
-                if not (current.passed or current.broken) and not session.alive():
+                if current.settled():
+                    break
+                if not session.alive():
                     self._break()  # a party died: the others must not wait forever
                     raise SessionGone
             if current.passed:
                 return index
+            if self.deleted:
+                raise _deleted(self)
             raise threading.BrokenBarrierError
 
     def abort(self, session: SessionLike) -> None:
@@ -670,19 +840,25 @@ class BarrierResource(Resource):
             self._break()
 
     def reset(self, session: SessionLike) -> None:
+        """Back to empty and unbroken; current waiters get ``BrokenBarrierError``."""
         with self.mutex:
-            if self.round.arrived:
+            if self.round.waiters:
                 self.round.broken = True
                 self.round = _Round()
                 self.changed.notify_all()
             self.broken = False
 
     def n_waiting(self, session: SessionLike) -> int:
-        return self.round.arrived
+        return len(self.round.waiters)
 
     def info(self, session: SessionLike) -> tuple[int, int, bool]:
         with self.mutex:
-            return (self.parties, self.round.arrived, self.broken)
+            return (self.parties, len(self.round.waiters), self.broken)
+
+    def close(self) -> None:
+        with self.mutex:
+            self.deleted = True
+            self._break()
 
 
 RESOURCE_TYPES: dict[str, type[Resource]] = {

@@ -337,6 +337,11 @@ class ShareServer(managers.Server):
             except SessionGone:
                 return
             except BaseException as exc:  # even SystemExit from unpickling: answer, go on
+                if stop.is_set():
+                    # Woken because the server is stopping (resources closed under
+                    # a blocked call): no reply, so the client sees
+                    # ServerUnavailableError, not "deleted".
+                    return
                 reply = (P.ERROR, self._error_reply(exc, request))
             session.ops += 1
             try:
