@@ -385,7 +385,7 @@ WRONG_CALLS: list[tuple[str, str, tuple[Any, ...], dict[str, Any], type[BaseExce
     ("dict", "increment", (), {}, TypeError, "missing"),
     ("dict", "compare_and_set", ([], 1, 2), {}, TypeError, "unhashable"),
     ("dict", "snapshot", (1,), {}, TypeError, "positional argument"),
-    ("queue", "put", (1,), {"block": "x"}, TypeError, "blocking must be a bool"),
+    ("queue", "put", (1,), {"block": "x"}, TypeError, "block must be a bool"),
     ("queue", "get", (), {"timeout": "x"}, TypeError, "timeout must be a number"),
     ("queue", "get_many", (0,), {}, ValueError, ">= 1"),
     ("queue", "get_many", ("x",), {}, TypeError, "must be an int"),

@@ -35,7 +35,9 @@ def _proxy_for(kind: str, mgr: proxyshare.ShareManager) -> Any:
         assert lock.acquire()  # held by the test: the clients block
         return lock
     if kind == "semaphore.acquire":
-        return mgr.semaphore("permits", value=0)
+        semaphore = mgr.semaphore("permits", value=1)
+        assert semaphore.acquire()  # the only permit is held by the test
+        return semaphore
     if kind == "queue.get":
         return mgr.queue("jobs")
     if kind == "event.wait":
