@@ -1,0 +1,583 @@
+"""The benchmark's scenarios, the servers they need, and the capability probes.
+
+Parent side only (the bench process).  A scenario turns into a
+:class:`Prepared` task: which worker body to run (see ``_bench_workers``),
+with which arguments, how many operations that should add up to, and how to
+read back what actually happened.  ``_bench.run_bench`` times it.
+
+Servers (a ``ShareManager``, a stdlib ``SyncManager``, a bare
+``BaseManager``, the floor echo server) start on first use and stop in
+:meth:`BenchEnv.close`; a scenario whose server cannot be had raises
+:class:`Skip` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import secrets
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from proxyshare import _bench_workers as W
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "SCENARIOS",
+    "BenchEnv",
+    "Prepared",
+    "ScenarioSpec",
+    "Skip",
+    "prepare",
+]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+PIPELINE_BATCH = 1000
+
+
+class Skip(Exception):
+    """This scenario cannot run here; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """What a scenario measures and how to read its numbers."""
+
+    name: str
+    description: str
+    mechanism: str  # row of the "what the cost buys" table
+    default: bool = True
+    racy: bool = False  # expected to lose updates: reported, not a failure
+    unit: str = "increment"
+    baseline: str | None = "initializer"  # the "x initializer" column
+
+
+def _spec(*args: Any, **kwargs: Any) -> tuple[str, ScenarioSpec]:
+    spec = ScenarioSpec(*args, **kwargs)
+    return spec.name, spec
+
+
+SCENARIOS: dict[str, ScenarioSpec] = dict(
+    [
+        _spec(
+            "initializer",
+            "mp.Value + its lock, inherited through initializer=",
+            "multiprocessing (initializer)",
+        ),
+        _spec(
+            "initializer-nolock",
+            "the same mp.Value, `value += 1` without holding its lock",
+            "multiprocessing (initializer)",
+            racy=True,
+        ),
+        _spec("proxyshare-counter", "counter.increment()", "proxyshare (served)"),
+        _spec(
+            "proxyshare-lock",
+            "with lock: d[k] = d[k] + 1 (mgr.lock + mgr.dict)",
+            "proxyshare (served)",
+        ),
+        _spec("proxyshare-dict", "d.increment(k)", "proxyshare (served)"),
+        _spec(
+            "proxyshare-pipeline",
+            f"counter.increment() batched {PIPELINE_BATCH} per mgr.pipeline()",
+            "proxyshare (served)",
+        ),
+        _spec(
+            "proxyshare-shm",
+            "mgr.counter(name, shared_memory=True).increment()",
+            "proxyshare (shared memory)",
+        ),
+        _spec(
+            "proxyshare-shm-lock",
+            "with shm lock: c.set(c.get() + 1) (shared_memory=True)",
+            "proxyshare (shared memory)",
+        ),
+        _spec(
+            "syncmanager",
+            "Manager().Value + Manager().Lock: with lock: v.value += 1",
+            "stdlib SyncManager",
+        ),
+        _spec(
+            "syncmanager-nolock",
+            "Manager().Value: v.value += 1 without a lock",
+            "stdlib SyncManager",
+            racy=True,
+        ),
+        _spec(
+            "basemanager-floor",
+            "bare stdlib BaseManager, registered Counter.increment()",
+            "stdlib BaseManager",
+            default=False,
+        ),
+        _spec("redis", "redis-py INCR", "redis-py"),
+        _spec(
+            "proxyshare-redis",
+            'proxyshare.connect("redis://...").counter(...).increment()',
+            "proxyshare (Redis backend)",
+        ),
+        _spec(
+            "floor",
+            "raw multiprocessing.connection ping-pong with a server thread",
+            "transport floor",
+            unit="round trip",
+        ),
+        _spec(
+            "queue-initializer",
+            "multiprocessing.Queue via initializer=: workers put, the parent gets",
+            "multiprocessing (initializer)",
+            unit="item",
+            baseline="queue-initializer",
+        ),
+        _spec(
+            "queue-syncmanager",
+            "Manager().Queue(): workers put, the parent gets",
+            "stdlib SyncManager",
+            unit="item",
+            baseline="queue-initializer",
+        ),
+        _spec(
+            "queue-proxyshare",
+            "mgr.queue(): workers put, the parent gets",
+            "proxyshare (served)",
+            unit="item",
+            baseline="queue-initializer",
+        ),
+    ]
+)
+
+# Only with --clients: aggregate throughput of C client processes on one counter.
+CLIENTS_SCENARIO = ScenarioSpec(
+    "proxyshare-clients",
+    "C client processes hammering one counter.increment() (aggregate ops/s)",
+    "proxyshare (served)",
+    default=False,
+    baseline=None,
+)
+
+
+@dataclass
+class Prepared:
+    """One scenario, ready to submit to a pool of ``workers`` processes."""
+
+    kind: str  # key of _bench_workers.BODIES
+    args: tuple[Any, ...]
+    expected: int
+    # Reads the shared total back; None: the workers' (or consumer's) own counts.
+    observe: Callable[[], int] | None
+    # Queue scenarios: the parent consumes; returns (time of last item, items seen).
+    consume: Callable[[float], tuple[float, int]] | None = None
+    # proxyshare scenarios: the server's operation count, for round trips per op.
+    operations: Callable[[], int] | None = None
+    setup_calls: int = 0  # per worker, before the barrier (subtracted from round trips)
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+
+class BenchEnv:
+    """The servers the scenarios share, started on first use."""
+
+    def __init__(self, ctx: BaseContext, redis_url: str, quick: bool) -> None:
+        self.ctx = ctx
+        self.redis_url = redis_url
+        self.quick = quick
+        self.run_id = uuid.uuid4().hex[:8]
+        self._share: Any = None
+        self._sync: Any = None
+        self._base: Any = None
+        self._floor: tuple[Any, bytes] | None = None
+        self._floor_proc: Any = None
+        self._redis_ok: str | None = None  # None: not checked yet; "" ok; else reason
+        self._redis_client: Any = None
+        self._closers: list[Callable[[], None]] = []
+        self._inherited: dict[str, Any] | None = None
+
+    # -- servers ---------------------------------------------------------------
+
+    def share_manager(self) -> Any:
+        if self._share is None:
+            from proxyshare._manager import ShareManager
+
+            mgr = ShareManager(ctx=self.ctx)
+            mgr.start()
+            self._share = mgr
+            self._closers.append(mgr.shutdown)
+        return self._share
+
+    def sync_manager(self) -> Any:
+        if self._sync is None:
+            mgr = self.ctx.Manager()
+            self._sync = mgr
+            self._closers.append(mgr.shutdown)
+        return self._sync
+
+    def base_manager(self) -> Any:
+        if self._base is None:
+            mgr = W.BenchBaseManager(ctx=self.ctx)
+            mgr.start()
+            self._base = mgr
+            self._closers.append(mgr.shutdown)
+        return self._base
+
+    def floor_server(self) -> tuple[Any, bytes]:
+        """Address and key of the echo server (its own process, unix socket)."""
+        if self._floor is None:
+            authkey = secrets.token_bytes(16)
+            reader, writer = self.ctx.Pipe(duplex=False)
+            proc = self.ctx.Process(
+                target=W.FloorServer.serve,
+                args=(None, authkey, writer),
+                name="proxyshare-bench-floor",
+                daemon=True,
+            )
+            proc.start()
+            writer.close()
+            if not reader.poll(60):
+                proc.kill()
+                raise Skip("the floor echo server did not start within 60 s")
+            address = reader.recv()
+            reader.close()
+            self._floor_proc = proc
+            self._floor = (address, authkey)
+
+            def stop() -> None:
+                proc.kill()
+                proc.join(5)
+
+            self._closers.append(stop)
+        return self._floor
+
+    def redis(self) -> Any:
+        """A redis-py client for the parent, or ``Skip`` saying why there is none."""
+        if self._redis_ok is None:
+            self._redis_ok = self._check_redis()
+        if self._redis_ok:
+            raise Skip(self._redis_ok)
+        return self._redis_client
+
+    def _check_redis(self) -> str:
+        try:
+            import redis
+        except ImportError:
+            return "redis-py is not installed (pip install 'proxyshare[redis]')"
+        try:
+            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
+            client.ping()
+        except Exception as exc:  # any failure means: no usable server there
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return f"no Redis server reachable at {self.redis_url} ({type(exc).__name__}: {first})"
+        self._redis_client = client
+        self._closers.append(client.close)
+        return ""
+
+    def close(self) -> None:
+        """Stop every server this environment started (newest first)."""
+        from proxyshare._client import close_all_channels
+
+        close_all_channels()
+        errors: list[BaseException] = []
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception as exc:  # keep stopping the others, then re-raise
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    # -- helpers -------------------------------------------------------------
+
+    def name(self, scenario: str, tag: str) -> str:
+        return f"bench-{self.run_id}-{scenario}-{tag}"
+
+    def share_operations(self) -> int:
+        return int(self.share_manager().status()["server"]["operations"])
+
+
+# -- one prepare function per scenario ------------------------------------------
+
+
+def prepare(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    """Set ``scenario`` up for one timed run (``Skip`` if it cannot run here)."""
+    return _PREPARE[scenario](env, scenario, workers, ops, tag)
+
+
+def _initializer(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    # The Value itself was inherited by the pool's workers; reset it.
+    value = env_shared(env)["value"]
+    value.value = 0
+    kind = "initializer" if scenario == "initializer" else "initializer-nolock"
+    return Prepared(kind, (), workers * ops, lambda: int(value.value))
+
+
+def _share(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    mgr = env.share_manager()
+    name = env.name(scenario, tag)
+    common: dict[str, Any] = {"operations": env.share_operations, "setup_calls": 1}
+    if scenario in ("proxyshare-counter", "proxyshare-clients"):
+        counter = mgr.counter(name)
+        return Prepared("counter", (counter,), workers * ops, counter.get, **common)
+    if scenario == "proxyshare-lock":
+        lock, d = mgr.lock(name), mgr.dict(name + "-d")
+        d["k"] = 0
+        return Prepared("lock-dict", (lock, d, "k"), workers * ops, lambda: int(d["k"]), **common)
+    if scenario == "proxyshare-dict":
+        d = mgr.dict(name)
+        d["k"] = 0
+        return Prepared("dict-increment", (d, "k"), workers * ops, lambda: int(d["k"]), **common)
+    if scenario == "proxyshare-pipeline":
+        counter = mgr.counter(name)
+        common["setup_calls"] = 2
+        batch = min(PIPELINE_BATCH, ops)
+        return Prepared("pipeline", (mgr, name, batch), workers * ops, counter.get, **common)
+    raise KeyError(scenario)
+
+
+def _shm(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    mgr = env.share_manager()
+    name = env.name(scenario, tag)
+    counter = _shm_open(lambda: mgr.counter(name, shared_memory=True), "counter")
+    if scenario == "proxyshare-shm":
+        return Prepared("counter", (counter,), workers * ops, counter.get)
+    lock = _shm_open(lambda: mgr.lock(name + "-lock", shared_memory=True), "lock")
+    return Prepared("shm-lock", (lock, counter), workers * ops, counter.get)
+
+
+def _shm_open(make: Callable[[], Any], what: str) -> Any:
+    try:
+        return make()
+    except Exception as exc:  # not available (yet) here: say why, skip
+        raise Skip(
+            f"mgr.{what}(name, shared_memory=True) is not available here "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _syncmanager(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    mgr = env.sync_manager()
+    value = mgr.Value("q", 0)
+    if scenario == "syncmanager":
+        lock = mgr.Lock()
+        return Prepared("syncmanager", (value, lock), workers * ops, lambda: int(value.value))
+    return Prepared("syncmanager-nolock", (value,), workers * ops, lambda: int(value.value))
+
+
+def _basemanager(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    counter = env.base_manager().Counter()
+    return Prepared("basemanager", (counter,), workers * ops, counter.get)
+
+
+def _redis(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    client = env.redis()
+    key = "proxyshare-bench:" + env.name(scenario, tag)
+    client.delete(key)
+    prepared = Prepared(
+        "redis", (env.redis_url, key), workers * ops, lambda: int(client.get(key) or 0)
+    )
+    prepared.cleanup.append(lambda: client.delete(key))
+    return prepared
+
+
+def _proxyshare_redis(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    env.redis()  # skips when no server is reachable
+    try:
+        from proxyshare._manager import connect
+
+        client = connect(env.redis_url)
+        counter = client.counter(env.name(scenario, tag))
+    except Exception as exc:  # backend not available (yet): say why, skip
+        raise Skip(
+            f'proxyshare.connect("{env.redis_url}") is not available here '
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    prepared = Prepared("counter", (counter,), workers * ops, counter.get)
+    delete = getattr(client, "delete", None)
+    if delete is not None:
+        prepared.cleanup.append(lambda: delete(counter.name))
+    return prepared
+
+
+def _floor(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    address, authkey = env.floor_server()
+    # Each worker counts the echoes it got back intact; the parent sums them.
+    return Prepared("floor", (address, authkey), workers * ops, None)
+
+
+def _queue(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    total = workers * ops
+    if scenario == "queue-initializer":
+        q = env_shared(env)["queue"]
+        prepared = Prepared("queue-inherited", (), total, None)
+    elif scenario == "queue-syncmanager":
+        q = env.sync_manager().Queue()
+        prepared = Prepared("queue-put", (q,), total, None)
+    else:
+        q = env.share_manager().queue(env.name(scenario, tag))
+        prepared = Prepared(
+            "queue-put", (q,), total, None, operations=env.share_operations, setup_calls=1
+        )
+
+    def consume(deadline: float) -> tuple[float, int]:
+        seen = 0
+        get = q.get
+        while seen < total:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                get(timeout=min(left, 5.0))
+            except Exception as exc:  # Empty: keep waiting until the deadline
+                if type(exc).__name__ != "Empty":
+                    raise
+                continue
+            seen += 1
+        return time.perf_counter(), seen
+
+    prepared.consume = consume
+    return prepared
+
+
+_PREPARE: dict[str, Callable[[BenchEnv, str, int, int, str], Prepared]] = {
+    "initializer": _initializer,
+    "initializer-nolock": _initializer,
+    "proxyshare-counter": _share,
+    "proxyshare-lock": _share,
+    "proxyshare-dict": _share,
+    "proxyshare-pipeline": _share,
+    "proxyshare-clients": _share,
+    "proxyshare-shm": _shm,
+    "proxyshare-shm-lock": _shm,
+    "syncmanager": _syncmanager,
+    "syncmanager-nolock": _syncmanager,
+    "basemanager-floor": _basemanager,
+    "redis": _redis,
+    "proxyshare-redis": _proxyshare_redis,
+    "floor": _floor,
+    "queue-initializer": _queue,
+    "queue-syncmanager": _queue,
+    "queue-proxyshare": _queue,
+}
+
+
+# -- pools ---------------------------------------------------------------------
+
+def env_shared(env: BenchEnv) -> dict[str, Any]:
+    """The objects pool workers inherit through ``initializer=`` (made once)."""
+    if env._inherited is None:
+        env._inherited = {"value": env.ctx.Value("q", 0), "queue": env.ctx.Queue()}
+    return env._inherited
+
+
+def make_pool(env: BenchEnv, workers: int) -> tuple[cf.ProcessPoolExecutor, Any]:
+    """A pool of ``workers`` processes that inherited the start barrier and shared objects."""
+    barrier = env.ctx.Barrier(workers)
+    pool = cf.ProcessPoolExecutor(
+        workers,
+        mp_context=env.ctx,
+        initializer=W.init_worker,
+        initargs=(barrier, env_shared(env)),
+    )
+    return pool, barrier
+
+
+# -- capability probes ("what the cost buys") -----------------------------------
+
+
+@dataclass
+class Fact:
+    """One cell of the capability table."""
+
+    works: bool | None  # None: not applicable
+    basis: str  # "checked", "structural" or "n/a"
+    detail: str
+    seconds: float | None = None  # holder-death probe: time until the lock was free
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def probe_submit(pool: cf.ProcessPoolExecutor, kind: str, obj: Any, timeout: float) -> Fact:
+    """Submit ``obj`` (made after the pool started) and use it in the worker."""
+    try:
+        pool.submit(W.probe_use, kind, obj).result(timeout=timeout)
+    except Exception as exc:  # the failure *is* the finding
+        return Fact(False, "checked", f"submit failed: {_first_line(exc)}")
+    return Fact(True, "checked", "submitted after the pool started; the worker used it")
+
+
+def probe_holder_death(ctx: BaseContext, lock: Any, wait: float) -> tuple[Fact, float | None]:
+    """SIGKILL a process holding ``lock``; how long until this process can take it?"""
+    ready = ctx.Event()
+    proc = ctx.Process(target=W.hold_lock, args=(lock, ready), daemon=True)
+    proc.start()
+    try:
+        pid = proc.pid
+        if pid is None or not ready.wait(60):
+            return Fact(None, "n/a", "the holder process did not acquire the lock in 60 s"), None
+        os.kill(pid, signal.SIGKILL)
+        proc.join(10)
+        t0 = time.perf_counter()
+        got = lock.acquire(True, wait)
+        elapsed = time.perf_counter() - t0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    if got:
+        lock.release()
+        detail = f"free {elapsed * 1e3:.2f} ms after SIGKILL"
+        return Fact(True, "checked", detail, elapsed), elapsed
+    return Fact(False, "checked", f"still held {wait:g} s after SIGKILL"), None
+
+
+def probe_tcp_share(env: BenchEnv, pool: cf.ProcessPoolExecutor, timeout: float) -> Fact:
+    """A proxyshare server on a TCP address, used from a pool worker."""
+    from proxyshare._manager import ShareManager
+
+    mgr = ShareManager(address=("127.0.0.1", 0), ctx=env.ctx)
+    mgr.start()
+    try:
+        fact = probe_submit(pool, "counter", mgr.counter("tcp-probe"), timeout)
+    finally:
+        mgr.shutdown()
+    return _tcp_fact(fact)
+
+
+def probe_tcp_sync(env: BenchEnv, pool: cf.ProcessPoolExecutor, timeout: float) -> Fact:
+    """A stdlib SyncManager on a TCP address, used from a pool worker."""
+    from multiprocessing.managers import SyncManager
+
+    mgr = SyncManager(address=("127.0.0.1", 0), ctx=env.ctx)
+    mgr.start()
+    try:
+        fact = probe_submit(pool, "syncmanager-value", mgr.Value("q", 0), timeout)
+    finally:
+        mgr.shutdown()
+    return _tcp_fact(fact)
+
+
+def _tcp_fact(fact: Fact) -> Fact:
+    if fact.works:
+        return Fact(True, "checked", "a worker reached it by TCP address (checked on loopback)")
+    return Fact(False, "checked", f"over TCP: {fact.detail}")
+
+
+def shutdown_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool even if a worker is stuck (e.g. in a broken barrier)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    done = threading.Event()
+
+    def stop() -> None:
+        pool.shutdown(wait=True, cancel_futures=True)
+        done.set()
+
+    threading.Thread(target=stop, daemon=True).start()
+    if not done.wait(30):
+        for proc in processes:
+            proc.kill()
