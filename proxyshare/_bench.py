@@ -50,14 +50,12 @@ __all__ = [
     "BenchReport",
     "Capability",
     "CapabilityRow",
+    "MachineInfo",
     "Measurement",
     "Run",
     "Target",
     "expand_scenarios",
-    "render",
-    "require_matplotlib",
     "run_bench",
-    "write_plot",
 ]
 
 SCENARIOS = S.SCENARIOS
@@ -274,7 +272,9 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     env = S.BenchEnv(ctx, config.redis, config.quick)
     try:
         if config.micro:
-            _run_micro(env, config, report, _Steps(progress, len(_MICRO) * config.repeat))
+            from proxyshare._bench_micro import MICRO, run_micro
+
+            run_micro(env, config, report, Steps(progress, len(MICRO) * config.repeat))
         else:
             _run_scenarios(env, config, report, progress)
     finally:
@@ -285,7 +285,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
     return report
 
 
-class _Steps:
+class Steps:
     """Counts finished steps for the progress callback."""
 
     def __init__(self, progress: Progress | None, total: int) -> None:
@@ -309,7 +309,7 @@ def _run_scenarios(
     names = config.selected
     ops = config.ops_per_worker
     probe_steps = 1 if config.probes else 0
-    steps = _Steps(
+    steps = Steps(
         progress,
         len(config.workers) * config.repeat * len(names)
         + len(config.clients) * config.repeat
@@ -329,6 +329,8 @@ def _run_scenarios(
     _fill_ratios(report.measurements)
     if config.probes:
         steps.start("probing what each mechanism can do")
+        from proxyshare._bench_probes import probe_capabilities
+
         report.capabilities = probe_capabilities(env, config, report)
         steps.finish("probes")
 
@@ -340,7 +342,7 @@ def _run_pool(
     repeat: int,
     runs: dict[tuple[str, int], list[Run]],
     report: BenchReport,
-    steps: _Steps,
+    steps: Steps,
 ) -> None:
     """Run ``jobs`` ``repeat`` times, interleaved, on one pool of ``workers`` processes."""
     pool, _barrier = S.make_pool(env, workers)
@@ -357,7 +359,7 @@ def _run_pool(
                 except S.Skip as skip:
                     report.skipped[name] = str(skip)
                 except Exception as exc:  # reported in the output, and the exit code is 1
-                    report.failed[name] = _failure(exc)
+                    report.failed[name] = failure_text(exc)
                     if isinstance(exc, (cf.process.BrokenProcessPool, cf.TimeoutError)):
                         S.shutdown_pool(pool)
                         pool, _barrier = S.make_pool(env, workers)
@@ -368,7 +370,7 @@ def _run_pool(
         S.shutdown_pool(pool)
 
 
-def _failure(exc: BaseException) -> str:
+def failure_text(exc: BaseException) -> str:
     where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     at = f" (at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno})" if where else ""
     return f"{type(exc).__name__}: {exc}{at}"
@@ -399,9 +401,7 @@ def _run_once(
 
             thread = threading.Thread(target=run_consumer, name="bench-consumer", daemon=True)
             thread.start()
-        futures = [
-            pool.submit(W.timed, prepared.kind, ops, *prepared.args) for _ in range(workers)
-        ]
+        futures = [pool.submit(W.timed, prepared.kind, ops, *prepared.args) for _ in range(workers)]
         results = [f.result(timeout=TASK_TIMEOUT) for f in futures]
         start = min(r[0] for r in results)
         end = max(r[1] for r in results)
@@ -432,12 +432,12 @@ def _run_once(
             cleanup()
 
 
-def _spec(name: str) -> S.ScenarioSpec:
+def spec_of(name: str) -> S.ScenarioSpec:
     return S.CLIENTS_SCENARIO if name == S.CLIENTS_SCENARIO.name else SCENARIOS[name]
 
 
 def _summarise(name: str, workers: int, runs: list[Run]) -> Measurement:
-    spec = _spec(name)
+    spec = spec_of(name)
     costs = [r.us_per_op for r in runs]
     median = statistics.median(costs)
     lost = max(r.expected - r.observed for r in runs)
@@ -474,353 +474,10 @@ def _fill_ratios(measurements: list[Measurement]) -> None:
             m.ratio_to_initializer = m.us_per_op / base.us_per_op
 
 
-# -- micro mode: one client, one primitive at a time ----------------------------
-
-
-def _micro_floor(env: S.BenchEnv) -> tuple[Callable[[], Any], Callable[[], None]]:
-    from multiprocessing import connection as mpc
-
-    address, authkey = env.floor_server()
-    conn = mpc.Client(address, authkey=authkey)
-
-    def op() -> None:
-        conn.send_bytes(W.FLOOR_MESSAGE)
-        conn.recv_bytes()
-
-    return op, conn.close
-
-
-def _micro_share(what: str) -> Callable[[S.BenchEnv], tuple[Callable[[], Any], None]]:
-    def make(env: S.BenchEnv) -> tuple[Callable[[], Any], None]:
-        from proxyshare import _protocol as P
-
-        mgr = env.share_manager()
-        name = env.name("micro", what)
-        if what == "ping":
-            ref = mgr.server_ref
-            return (lambda: ref.call(P.PING, None, b"x")), None
-        if what in ("get", "increment"):
-            counter = mgr.counter(name)
-            return (counter.get if what == "get" else counter.increment), None
-        if what == "lock":
-            lock = mgr.lock(name)
-
-            def acquire_release() -> None:
-                lock.acquire()
-                lock.release()
-
-            return acquire_release, None
-        d = mgr.dict(name)
-        d["k"] = 0
-        if what == "dict-set":
-            return (lambda: d.__setitem__("k", 1)), None
-        if what == "dict-get":
-            return (lambda: d["k"]), None
-        return (lambda: d.increment("k")), None
-
-    return make
-
-
-def _micro_shm(what: str) -> Callable[[S.BenchEnv], tuple[Callable[[], Any], None]]:
-    def make(env: S.BenchEnv) -> tuple[Callable[[], Any], None]:
-        mgr = env.share_manager()
-        name = env.name("micro-shm", what)
-        if what == "increment":
-            counter = S._shm_open(lambda: mgr.counter(name, shared_memory=True), "counter")
-            return counter.increment, None
-        lock = S._shm_open(lambda: mgr.lock(name, shared_memory=True), "lock")
-
-        def acquire_release() -> None:
-            lock.acquire()
-            lock.release()
-
-        return acquire_release, None
-
-    return make
-
-
-def _micro_base(env: S.BenchEnv) -> tuple[Callable[[], Any], None]:
-    return env.base_manager().Counter().increment, None
-
-
-def _micro_sync(env: S.BenchEnv) -> tuple[Callable[[], Any], None]:
-    return env.sync_manager().Value("q", 0).get, None
-
-
-def _micro_redis(env: S.BenchEnv) -> tuple[Callable[[], Any], Callable[[], None]]:
-    client = env.redis()
-    key = "proxyshare-bench:" + env.name("micro", "incr")
-    return (lambda: client.incr(key)), (lambda: client.delete(key))
-
-
-_MICRO: dict[str, tuple[str, Callable[[S.BenchEnv], tuple[Callable[[], Any], Any]]]] = {
-    "floor": ("raw multiprocessing.connection ping-pong (unix socket)", _micro_floor),
-    "proxyshare ping": ("lean request through the client path, no resource", _micro_share("ping")),
-    "counter.get()": ("proxyshare counter read", _micro_share("get")),
-    "counter.increment()": ("proxyshare counter increment", _micro_share("increment")),
-    "lock acquire+release": ("proxyshare lock, uncontended", _micro_share("lock")),
-    "dict set": ("d[k] = v", _micro_share("dict-set")),
-    "dict get": ("d[k]", _micro_share("dict-get")),
-    "dict.increment()": ("d.increment(k)", _micro_share("dict-incr")),
-    "shm counter.increment()": ("shared_memory=True counter", _micro_shm("increment")),
-    "shm lock acquire+release": ("shared_memory=True lock", _micro_shm("lock")),
-    "basemanager increment()": ("bare stdlib BaseManager counter", _micro_base),
-    "syncmanager Value.get()": ("stdlib Manager().Value read", _micro_sync),
-    "redis INCR": ("redis-py INCR", _micro_redis),
-}
-
-
-def _run_micro(env: S.BenchEnv, config: BenchConfig, report: BenchReport, steps: _Steps) -> None:
-    n = config.ops_per_worker
-    costs: dict[str, list[float]] = {}
-    ops: dict[str, tuple[Callable[[], Any], Any]] = {}
-    try:
-        for _ in range(config.repeat):
-            for name, (_desc, make) in _MICRO.items():
-                steps.start(name)
-                if name in report.skipped or name in report.failed:
-                    steps.finish(name)
-                    continue
-                try:
-                    if name not in ops:
-                        ops[name] = make(env)
-                        ops[name][0]()  # warm up: connect
-                    op = ops[name][0]
-                    t0 = time.perf_counter()
-                    for _ in range(n):
-                        op()
-                    costs.setdefault(name, []).append((time.perf_counter() - t0) / n * 1e6)
-                except S.Skip as skip:
-                    report.skipped[name] = str(skip)
-                except Exception as exc:  # reported in the output, and the exit code is 1
-                    report.failed[name] = _failure(exc)
-                steps.finish(name)
-    finally:
-        for _op, close in ops.values():
-            if close is not None:
-                close()
-    floor = statistics.median(costs["floor"]) if "floor" in costs else None
-    for name, values in costs.items():
-        median = statistics.median(values)
-        report.measurements.append(
-            Measurement(
-                scenario=name,
-                description=_MICRO[name][0],
-                mechanism="micro",
-                unit="op",
-                workers=1,
-                ops_per_worker=n,
-                us_per_op=median,
-                us_per_op_min=min(values),
-                us_per_op_max=max(values),
-                us_per_op_stdev=statistics.stdev(values) if len(values) > 1 else 0.0,
-                ops_per_s=1e6 / median if median > 0 else math.inf,
-                ratio_to_floor=median / floor if floor else None,
-                expected=n,
-                observed=n,
-                lost_updates=0,
-                racy=False,
-                correct=True,
-                runs=[Run(us_per_op=v, expected=n, observed=n) for v in values],
-            )
-        )
-
-
-# -- "what the cost buys": facts the bench checks itself -------------------------
-
-
-def _cap(fact: S.Fact) -> Capability:
-    return Capability(
-        works=fact.works,
-        basis=fact.basis,  # type: ignore[arg-type]
-        detail=fact.detail,
-        seconds=fact.seconds,
-    )
-
-
-_Facts = tuple[S.Fact, S.Fact, S.Fact, S.Fact]
-
-
-def probe_capabilities(
-    env: S.BenchEnv, config: BenchConfig, report: BenchReport
-) -> list[CapabilityRow]:
-    """One row per scenario (but the floor), from probes run once per mechanism."""
-    names = [n for n in config.selected if n != "floor"]
-    if config.clients:
-        names.append(S.CLIENTS_SCENARIO.name)
-    mechanisms = {_spec(n).mechanism for n in names}
-    stay_held = 0.5 if config.quick else 1.0
-    facts: dict[str, _Facts] = {}
-    pool = cf.ProcessPoolExecutor(1, mp_context=env.ctx)
-    try:
-        pool.submit(W.pid).result(timeout=TASK_TIMEOUT)  # the pool is running from here on
-        for mechanism in sorted(mechanisms):
-            try:
-                facts[mechanism] = _PROBES[mechanism](env, pool, report, stay_held)
-            except Exception as exc:  # a probe that breaks is reported, not hidden
-                broken = S.Fact(None, "n/a", f"probe failed: {_failure(exc)}")
-                facts[mechanism] = (broken, broken, broken, broken)
-                report.failed[f"probe {mechanism}"] = _failure(exc)
-    finally:
-        S.shutdown_pool(pool)
-    rows = []
-    for name in names:
-        mechanism = _spec(name).mechanism
-        submit, after, remote, death = facts[mechanism]
-        rows.append(
-            CapabilityRow(
-                scenario=name,
-                mechanism=mechanism,
-                submit_argument=_cap(submit),
-                created_after_pool_start=_cap(after),
-                other_machine=_cap(remote),
-                lock_release_on_holder_death=_cap(death),
-            )
-        )
-    return rows
-
-
-def _after_from_submit(submit: S.Fact) -> S.Fact:
-    if submit.works:
-        return S.Fact(True, "checked", "made after the pool started, then submitted")
-    return submit
-
-
-def _unavailable(reason: str) -> _Facts:
-    fact = S.Fact(None, "n/a", f"not available here: {reason}")
-    return (fact, fact, fact, fact)
-
-
-def _probe_initializer(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    submit = S.probe_submit(pool, "mp-value", env.ctx.Value("q", 0), TASK_TIMEOUT)
-    if submit.works:
-        after = _after_from_submit(submit)
-    else:
-        after = S.Fact(
-            False,
-            "structural",
-            "initializer= runs once as each worker starts; a later object would have "
-            "to be submitted, which fails",
-        )
-    remote = S.Fact(
-        False, "structural", "shared memory and pipes inherited within one machine's process tree"
-    )
-    death, _ = S.probe_holder_death(env.ctx, env.ctx.Lock(), stay_held)
-    return submit, after, remote, death
-
-
-def _probe_sync(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    mgr = env.sync_manager()
-    submit = S.probe_submit(pool, "syncmanager-value", mgr.Value("q", 0), TASK_TIMEOUT)
-    remote = S.probe_tcp_sync(env, pool, TASK_TIMEOUT)
-    death, _ = S.probe_holder_death(env.ctx, mgr.Lock(), stay_held)
-    return submit, _after_from_submit(submit), remote, death
-
-
-def _probe_base(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    submit = S.probe_submit(pool, "basemanager", env.base_manager().Counter(), TASK_TIMEOUT)
-    remote = S.Fact(
-        True, "structural", "same transport as SyncManager (a BaseManager can listen on TCP)"
-    )
-    death = S.Fact(None, "n/a", "no lock: the floor serves a counter only")
-    return submit, _after_from_submit(submit), remote, death
-
-
-def _probe_share(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    mgr = env.share_manager()
-    submit = S.probe_submit(pool, "counter", mgr.counter(env.name("probe", "c")), TASK_TIMEOUT)
-    remote = S.probe_tcp_share(env, pool, TASK_TIMEOUT)
-    death, _ = S.probe_holder_death(env.ctx, mgr.lock(env.name("probe", "l")), 5.0)
-    return submit, _after_from_submit(submit), remote, death
-
-
-def _probe_shm(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    mgr = env.share_manager()
-    try:
-        counter = S._shm_open(
-            lambda: mgr.counter(env.name("probe", "shm"), shared_memory=True), "counter"
-        )
-        lock = S._shm_open(
-            lambda: mgr.lock(env.name("probe", "shm-l"), shared_memory=True), "lock"
-        )
-    except S.Skip as skip:
-        return _unavailable(str(skip))
-    submit = S.probe_submit(pool, "counter", counter, TASK_TIMEOUT)
-    remote = S.Fact(
-        False,
-        "structural",
-        "same host only: a file in shared memory; unpickled elsewhere it raises ProxyShareError",
-    )
-    death, _ = S.probe_holder_death(env.ctx, lock, 5.0)
-    return submit, _after_from_submit(submit), remote, death
-
-
-def _probe_redis(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    import redis
-
-    try:
-        env.redis()
-    except S.Skip as skip:
-        return _unavailable(str(skip))
-    submit = S.probe_submit(pool, "redis-client", redis.Redis.from_url(env.redis_url), 30)
-    if not submit.works:
-        submit.detail += " (workers pass the URL and connect themselves)"
-    after = S.Fact(True, "structural", "a key exists once the first INCR runs; workers need the URL")
-    remote = _redis_remote(env)
-    death = S.Fact(None, "n/a", "INCR needs no lock (redis-py locks are leases that expire)")
-    return submit, after, remote, death
-
-
-def _redis_remote(env: S.BenchEnv) -> S.Fact:
-    if env.redis_url.startswith(("redis://", "rediss://")):
-        return S.Fact(True, "checked", f"the bench reached it by URL ({env.redis_url})")
-    return S.Fact(True, "structural", "Redis serves TCP clients; this run used a unix socket")
-
-
-def _probe_share_redis(
-    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
-) -> _Facts:
-    if "proxyshare-redis" in report.skipped:
-        return _unavailable(report.skipped["proxyshare-redis"])
-    from proxyshare._manager import connect
-
-    counter = connect(env.redis_url).counter(env.name("probe", "redis"))
-    submit = S.probe_submit(pool, "counter", counter, TASK_TIMEOUT)
-    death = S.Fact(
-        True,
-        "structural",
-        "a dead holder's lease expires (default 10 s), not at once like the served lock",
-    )
-    return submit, _after_from_submit(submit), _redis_remote(env), death
-
-
-_PROBES: dict[str, Callable[[S.BenchEnv, cf.ProcessPoolExecutor, BenchReport, float], _Facts]] = {
-    "multiprocessing (initializer)": _probe_initializer,
-    "stdlib SyncManager": _probe_sync,
-    "stdlib BaseManager": _probe_base,
-    "proxyshare (served)": _probe_share,
-    "proxyshare (shared memory)": _probe_shm,
-    "redis-py": _probe_redis,
-    "proxyshare (Redis backend)": _probe_share_redis,
-}
-
-
 # -- targets (from the issues; reported, never asserted) ------------------------
 
 
-def _target_workers(report: BenchReport) -> int:
+def target_workers(report: BenchReport) -> int:
     counts = sorted({m.workers for m in report.measurements if m.scenario != "proxyshare-clients"})
     return 2 if 2 in counts or not counts else counts[0]
 
@@ -829,7 +486,7 @@ def compute_targets(report: BenchReport) -> list[Target]:
     """Each target's measured value, at 2 workers (or the smallest count run)."""
     if report.mode != "scenarios":
         return []
-    w = _target_workers(report)
+    w = target_workers(report)
 
     def cost(name: str) -> float | None:
         m = report.measurement(name, w)
@@ -965,192 +622,3 @@ def _shm_death_ms(report: BenchReport) -> tuple[float | None, str]:
                 return None, "proxyshare-shm-lock not measured"
             return None, fact.detail
     return None, "proxyshare-shm-lock not probed"
-
-
-# -- output: rich tables and a matplotlib plot (imported only when used) --------
-
-
-def _fmt_us(us: float) -> str:
-    return f"{us:,.3f}" if us < 10 else f"{us:,.1f}"
-
-
-def render(report: BenchReport) -> list[Any]:
-    """The report as rich renderables: results, capabilities, targets, notes."""
-    from rich.table import Table
-    from rich.text import Text
-
-    out: list[Any] = []
-    repeat = report.config.repeat
-    title = (
-        f"proxyshare bench — {report.start_method}, Python {report.python_version}, "
-        f"{report.machine.cpu_count} CPUs, load {report.machine.load_average_start}"
-    )
-    micro = report.mode == "micro"
-    table = Table(title=title, title_justify="left")
-    table.add_column("scenario", no_wrap=True)
-    table.add_column("W", justify="right")
-    table.add_column("µs/op", justify="right")
-    if repeat > 1:
-        table.add_column("min–max", justify="right")
-    table.add_column("ops/s", justify="right")
-    table.add_column("× floor" if micro else "× init", justify="right")
-    if not micro:
-        table.add_column("trips/op", justify="right")
-        table.add_column("lost", justify="right")
-        table.add_column("correct?")
-    units = set()
-    for m in report.measurements:
-        ratio = m.ratio_to_floor if micro else m.ratio_to_initializer
-        name = m.scenario
-        if m.unit not in ("increment", "op"):
-            name += " †" if m.unit == "round trip" else " ‡"
-            units.add(m.unit)
-        row = [name, str(m.workers), _fmt_us(m.us_per_op)]
-        if repeat > 1:
-            row.append(f"{_fmt_us(m.us_per_op_min)}–{_fmt_us(m.us_per_op_max)}")
-        row.append(f"{m.ops_per_s:,.0f}")
-        row.append("" if ratio is None else f"{ratio:,.1f}×")
-        if not micro:
-            trips = m.round_trips_per_op
-            row.append("" if trips is None else f"{trips:.2f}" if trips >= 0.1 else f"{trips:.3f}")
-            row.append(str(m.lost_updates))
-            if m.correct:
-                row.append("[green]yes[/]")
-            elif m.racy:
-                row.append("[yellow]no (racy)[/]")
-            else:
-                row.append("[red]NO[/]")
-        table.add_row(*row)
-    out.append(table)
-    notes = []
-    if "round trip" in units:
-        notes.append("† per round trip")
-    if "item" in units:
-        notes.append("‡ per queue item (put by a worker, got by the parent); × queue-initializer")
-    if not micro:
-        notes.append("trips/op: requests the proxyshare server counted per operation")
-    if notes:
-        out.append(Text("; ".join(notes), style="dim"))
-
-    if report.capabilities:
-        out.extend(_render_capabilities(report.capabilities))
-
-    known = [t for t in report.targets if t.met is not None]
-    if report.targets:
-        w = _target_workers(report)
-        targets = Table(
-            title=f"targets at {w} workers (reported, not asserted)", title_justify="left"
-        )
-        targets.add_column("target")
-        targets.add_column("limit", justify="right")
-        targets.add_column("measured", justify="right")
-        targets.add_column("met?")
-        for t in report.targets:
-            if t.measured is None:
-                measured = "[dim]not run[/]"
-            else:
-                measured = f"{t.measured:.2f}"
-            met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]—[/]"}[t.met]
-            targets.add_row(t.description, f"{t.comparison} {t.limit:g}", measured, met)
-        out.append(targets)
-        if not known:
-            out.append(Text("no target could be evaluated in this run", style="dim"))
-
-    for name, reason in report.skipped.items():
-        out.append(Text(f"skipped {name}: {reason}", style="yellow"))
-    for name, reason in report.failed.items():
-        out.append(Text(f"FAILED {name}: {reason}", style="bold red"))
-    return out
-
-
-_CAP_COLUMNS = (
-    ("submit_argument", "submit arg"),
-    ("created_after_pool_start", "made after pool start"),
-    ("other_machine", "other machine"),
-    ("lock_release_on_holder_death", "lock freed on holder death"),
-)
-
-
-def _render_capabilities(rows: list[CapabilityRow]) -> list[Any]:
-    """One line per mechanism (its scenarios share the facts), details underneath."""
-    from rich.table import Table
-    from rich.text import Text
-
-    groups: dict[str, list[CapabilityRow]] = {}
-    for row in rows:
-        groups.setdefault(row.mechanism, []).append(row)
-    table = Table(title="what the cost buys", title_justify="left")
-    table.add_column("mechanism (scenarios)")
-    for _field, header in _CAP_COLUMNS:
-        table.add_column(header)
-    details: list[str] = []
-    for mechanism, members in groups.items():
-        first = members[0]
-        cells = [getattr(first, field) for field, _header in _CAP_COLUMNS]
-        names = ", ".join(m.scenario for m in members)
-        table.add_row(f"{mechanism}\n[dim]{names}[/]", *(_cap_text(c) for c in cells))
-        for (_field, header), cell in zip(_CAP_COLUMNS, cells):
-            if cell.works is not None:  # n/a cells: the reason is in the skipped list
-                details.append(f"{mechanism} · {header}: {cell.detail}")
-    legend = (
-        "checked: tried by the bench in this run; structural: follows from how the "
-        "mechanism works; n/a: does not apply or is not available here"
-    )
-    return [table, Text(legend, style="dim"), Text("\n".join(details), style="dim")]
-
-
-def _cap_text(c: Capability) -> str:
-    mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]n/a[/]"}[c.works]
-    return mark if c.basis == "n/a" else f"{mark} [dim]{c.basis}[/]"
-
-
-def require_matplotlib() -> None:
-    """Raise a clear error now, before a minute of benchmarking, if plots cannot be made."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise ProxyShareError(
-            "--plot needs matplotlib, which is not installed: pip install 'proxyshare[plot]'"
-        ) from exc
-
-
-def write_plot(report: BenchReport, path: str) -> None:
-    """µs per op of each scenario against workers, log scale, as a PNG at ``path``."""
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 6))
-    if report.mode == "micro":
-        names = [m.scenario for m in report.measurements]
-        ax.barh(names, [m.us_per_op for m in report.measurements])
-        ax.set_xscale("log")
-        ax.set_xlabel("µs per operation, one client (log scale)")
-        ax.invert_yaxis()
-    else:
-        series: dict[str, list[tuple[int, float]]] = {}
-        for m in report.measurements:
-            series.setdefault(m.scenario, []).append((m.workers, m.us_per_op))
-        colours = plt.get_cmap("tab20").colors
-        for i, (name, points) in enumerate(series.items()):
-            points.sort()
-            xs, ys = zip(*points)
-            spec = _spec(name)
-            style = ":" if spec.racy else "--" if spec.unit != "increment" else "-"
-            ax.plot(xs, ys, style, marker="o", color=colours[i % len(colours)], label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("workers (clients for proxyshare-clients)")
-        ax.set_ylabel("µs per operation (log scale)")
-        ax.set_xticks(sorted({m.workers for m in report.measurements}))
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title(
-        f"proxyshare bench ({report.start_method}, Python {report.python_version}, "
-        f"{report.machine.cpu_count} CPUs)"
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-

@@ -228,7 +228,8 @@ class BenchEnv:
         if self._floor is None:
             authkey = secrets.token_bytes(16)
             reader, writer = self.ctx.Pipe(duplex=False)
-            proc = self.ctx.Process(
+            ctx: Any = self.ctx  # BaseContext's stubs lack Process
+            proc = ctx.Process(
                 target=W.FloorServer.serve,
                 args=(None, authkey, writer),
                 name="proxyshare-bench-floor",
@@ -465,6 +466,7 @@ _PREPARE: dict[str, Callable[[BenchEnv, str, int, int, str], Prepared]] = {
 
 # -- pools ---------------------------------------------------------------------
 
+
 def env_shared(env: BenchEnv) -> dict[str, Any]:
     """The objects pool workers inherit through ``initializer=`` (made once)."""
     if env._inherited is None:
@@ -514,7 +516,7 @@ def probe_submit(pool: cf.ProcessPoolExecutor, kind: str, obj: Any, timeout: flo
 def probe_holder_death(ctx: BaseContext, lock: Any, wait: float) -> tuple[Fact, float | None]:
     """SIGKILL a process holding ``lock``; how long until this process can take it?"""
     ready = ctx.Event()
-    proc = ctx.Process(target=W.hold_lock, args=(lock, ready), daemon=True)
+    proc = ctx.Process(target=W.hold_lock, args=(lock, ready), daemon=True)  # type: ignore[attr-defined]
     proc.start()
     try:
         pid = proc.pid

@@ -326,10 +326,12 @@ class BaseManagerCounterProxy(managers.BaseProxy):
     _exposed_ = ("increment", "get")
 
     def increment(self) -> int:
-        return self._callmethod("increment")  # type: ignore[no-any-return]
+        call: Any = self._callmethod  # typeshed says it returns None
+        return int(call("increment"))
 
     def get(self) -> int:
-        return self._callmethod("get")  # type: ignore[no-any-return]
+        call: Any = self._callmethod
+        return int(call("get"))
 
 
 class BenchBaseManager(managers.BaseManager):

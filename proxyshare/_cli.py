@@ -114,45 +114,62 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
         "a server is reachable)."
     )
     bench.add_argument(
-        "--workers", type=_positive_ints, default=[2], metavar="N[,N...]",
+        "--workers",
+        type=_positive_ints,
+        default=[2],
+        metavar="N[,N...]",
         help="worker counts to sweep, e.g. 1,2,4 (default: 2)",
     )
     bench.add_argument(
-        "--ops", type=_positive_int, metavar="N",
+        "--ops",
+        type=_positive_int,
+        metavar="N",
         help="operations per worker (default: 5000; 200 with --quick)",
     )
     bench.add_argument(
-        "--repeat", type=_positive_int, default=1, metavar="R",
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="R",
         help="runs per scenario; the table shows the median and the spread (default: 1)",
     )
     bench.add_argument(
-        "--scenarios", type=_scenario_names, metavar="A,B",
+        "--scenarios",
+        type=_scenario_names,
+        metavar="A,B",
         help="scenarios to run (default: all but basemanager-floor; 'all' adds it; "
         "'queue' = the queue scenarios)",
     )
     bench.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     bench.add_argument(
-        "--plot", metavar="PATH",
+        "--plot",
+        metavar="PATH",
         help="write a PNG of µs/op against workers (needs matplotlib: proxyshare[plot])",
     )
     bench.add_argument(
-        "--start-method", choices=multiprocessing.get_all_start_methods(),
+        "--start-method",
+        choices=multiprocessing.get_all_start_methods(),
         help="start method of the pools and servers (default: the platform's)",
     )
     bench.add_argument(
-        "--redis", metavar="URL",
+        "--redis",
+        metavar="URL",
         help="Redis server for the redis scenarios (default: redis://127.0.0.1:6379/0; "
         "skipped if unreachable)",
     )
     bench.add_argument(
-        "--clients", type=_positive_ints, default=[], metavar="C[,C...]",
+        "--clients",
+        type=_positive_ints,
+        default=[],
+        metavar="C[,C...]",
         help="also measure aggregate ops/s of C client processes on one counter, e.g. 1,8,64",
     )
     bench.add_argument(
         "--quick", action="store_true", help="tiny sizes: seconds, for tests and smoke checks"
     )
     bench.add_argument(
-        "--micro", action="store_true",
+        "--micro",
+        action="store_true",
         help="microbenchmarks from one client: transport floor, get, increment, "
         "lock acquire+release, dict set/get",
     )
@@ -162,7 +179,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from proxyshare._bench import BenchConfig, render, require_matplotlib, run_bench, write_plot
+    from proxyshare._bench import BenchConfig, run_bench
+    from proxyshare._bench_output import render, require_matplotlib, write_plot
 
     if args.plot:
         require_matplotlib()  # fail now, not after the run
