@@ -59,7 +59,9 @@ __all__ = [
 ]
 
 SCENARIOS = S.SCENARIOS
-DEFAULT_OPS = 5000  # per worker: the default run stays under a minute on 2 busy cores
+# Per worker (x ops_scale for the ~1 µs scenarios): the default run takes
+# about 20-30 s on 2 busy cores, well under a minute.
+DEFAULT_OPS = 10_000
 QUICK_OPS = 200
 TASK_TIMEOUT = 300.0  # seconds for one timed task, barrier wait included
 
@@ -317,7 +319,7 @@ def _run_scenarios(
     )
     runs: dict[tuple[str, int], list[Run]] = {}
     for workers in config.workers:
-        jobs = [(name, name, ops) for name in names]
+        jobs = [(name, name, ops * SCENARIOS[name].ops_scale) for name in names]
         _run_pool(env, workers, jobs, config.repeat, runs, report, steps)
     for clients in config.clients:
         per_client = max(50, (2 * ops) // clients)
@@ -345,7 +347,7 @@ def _run_pool(
     steps: Steps,
 ) -> None:
     """Run ``jobs`` ``repeat`` times, interleaved, on one pool of ``workers`` processes."""
-    pool, _barrier = S.make_pool(env, workers)
+    pool, barrier = S.make_pool(env, workers)
     try:
         for r in range(repeat):
             for name, scenario, ops in jobs:
@@ -362,7 +364,9 @@ def _run_pool(
                     report.failed[name] = failure_text(exc)
                     if isinstance(exc, (cf.process.BrokenProcessPool, cf.TimeoutError)):
                         S.shutdown_pool(pool)
-                        pool, _barrier = S.make_pool(env, workers)
+                        pool, barrier = S.make_pool(env, workers)
+                    else:
+                        barrier.reset()  # a failed set-up aborted it; the next scenario needs it
                 else:
                     runs.setdefault((name, workers), []).append(run)
                 steps.finish(label)
@@ -402,7 +406,9 @@ def _run_once(
             thread = threading.Thread(target=run_consumer, name="bench-consumer", daemon=True)
             thread.start()
         futures = [pool.submit(W.timed, prepared.kind, ops, *prepared.args) for _ in range(workers)]
-        results = [f.result(timeout=TASK_TIMEOUT) for f in futures]
+        cf.wait(futures, timeout=TASK_TIMEOUT)
+        _raise_root_cause(futures)
+        results = [f.result(timeout=0) for f in futures]
         start = min(r[0] for r in results)
         end = max(r[1] for r in results)
         observed = sum(r[2] for r in results)
@@ -430,6 +436,15 @@ def _run_once(
     finally:
         for cleanup in prepared.cleanup:
             cleanup()
+
+
+def _raise_root_cause(futures: list[cf.Future[Any]]) -> None:
+    """Raise a worker's own error rather than the BrokenBarrierError it caused in the others."""
+    errors = [f.exception(timeout=0) for f in futures if f.done()]
+    found = [e for e in errors if e is not None]
+    found.sort(key=lambda e: isinstance(e, threading.BrokenBarrierError))
+    if found:
+        raise found[0]
 
 
 def spec_of(name: str) -> S.ScenarioSpec:

@@ -56,6 +56,9 @@ class ScenarioSpec:
     racy: bool = False  # expected to lose updates: reported, not a failure
     unit: str = "increment"
     baseline: str | None = "initializer"  # the "x initializer" column
+    # Scenarios that cost about a microsecond per op run this many times more
+    # ops, so that they last long enough to time and for racy ones to collide.
+    ops_scale: int = 1
 
 
 def _spec(*args: Any, **kwargs: Any) -> tuple[str, ScenarioSpec]:
@@ -69,12 +72,14 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
             "initializer",
             "mp.Value + its lock, inherited through initializer=",
             "multiprocessing (initializer)",
+            ops_scale=10,
         ),
         _spec(
             "initializer-nolock",
             "the same mp.Value, `value += 1` without holding its lock",
             "multiprocessing (initializer)",
             racy=True,
+            ops_scale=10,
         ),
         _spec("proxyshare-counter", "counter.increment()", "proxyshare (served)"),
         _spec(
@@ -87,16 +92,19 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
             "proxyshare-pipeline",
             f"counter.increment() batched {PIPELINE_BATCH} per mgr.pipeline()",
             "proxyshare (served)",
+            ops_scale=10,
         ),
         _spec(
             "proxyshare-shm",
             "mgr.counter(name, shared_memory=True).increment()",
             "proxyshare (shared memory)",
+            ops_scale=10,
         ),
         _spec(
             "proxyshare-shm-lock",
             "with shm lock: c.set(c.get() + 1) (shared_memory=True)",
             "proxyshare (shared memory)",
+            ops_scale=10,
         ),
         _spec(
             "syncmanager",

@@ -57,8 +57,13 @@ def init_worker(barrier: Any, shared: dict[str, Any]) -> None:
 
 def timed(kind: str, ops: int, *args: Any) -> tuple[float, float, int]:
     """Set up ``kind``'s loop, wait for the other workers, run it, time it."""
-    loop = BODIES[kind](ops, *args)
-    _state["barrier"].wait(BARRIER_TIMEOUT)
+    barrier = _state["barrier"]
+    try:
+        loop = BODIES[kind](ops, *args)
+    except BaseException:
+        barrier.abort()  # the others stop waiting at once (BrokenBarrierError)
+        raise
+    barrier.wait(BARRIER_TIMEOUT)
     t0 = time.perf_counter()
     done = loop()
     t1 = time.perf_counter()
@@ -286,7 +291,7 @@ class FloorServer:
 
     @staticmethod
     def serve(address: Any, authkey: bytes, ready: Any) -> None:
-        with mpc.Listener(address, authkey=authkey) as listener:
+        with mpc.Listener(address, authkey=authkey, backlog=128) as listener:
             ready.send(listener.address)
             ready.close()
             while True:

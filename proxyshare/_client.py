@@ -20,6 +20,7 @@ import pickle
 import socket
 import struct
 import threading
+import time
 import weakref
 from multiprocessing import connection as mpc
 from typing import Any
@@ -122,6 +123,26 @@ def _set_recv_timeout(fd: int, seconds: float) -> None:
         sock.close()
 
 
+def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
+    """``connect()``, waiting (up to ``timeout``) while the server's backlog is full.
+
+    A socket with a timeout is non-blocking underneath, and Linux answers a
+    unix-socket connect to a full accept backlog with EAGAIN at once instead
+    of waiting: many clients starting together would fail for no reason.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Connection:
     where = format_address(address)
     try:
@@ -132,7 +153,7 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> mpc.Co
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(timeout)
-                sock.connect(address)
+                _connect_unix(sock, address, timeout)
             except BaseException:
                 sock.close()
                 raise

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
+from proxyshare import _bench_scenarios as S
+from proxyshare import _bench_workers as W
 from proxyshare._bench import (
     SCENARIOS,
     BenchConfig,
@@ -179,3 +181,27 @@ def test_worker_module_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def _fail_in_setup(ops: int) -> None:
+    raise RuntimeError("set-up failed on purpose")
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_scenario_is_reported_and_the_next_one_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # fork: the pool's workers inherit the patched table of worker bodies.
+    monkeypatch.setitem(W.BODIES, "fail", _fail_in_setup)
+    monkeypatch.setitem(S._PREPARE, "proxyshare-dict", lambda *a: S.Prepared("fail", (), 2, None))
+    config = BenchConfig(
+        ops=50,
+        scenarios=["proxyshare-dict", "proxyshare-counter"],
+        quick=True,
+        probes=False,
+        start_method="fork",
+    )
+    report = run_bench(config)
+    assert "set-up failed on purpose" in report.failed["proxyshare-dict"]
+    counter = report.measurement("proxyshare-counter")
+    assert counter is not None and counter.correct
