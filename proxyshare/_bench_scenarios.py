@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import queue
 import secrets
 import signal
 import threading
@@ -439,9 +440,7 @@ def _queue(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Pr
                 break
             try:
                 get(timeout=min(left, 5.0))
-            except Exception as exc:  # Empty: keep waiting until the deadline
-                if type(exc).__name__ != "Empty":
-                    raise
+            except queue.Empty:  # keep waiting until the deadline
                 continue
             seen += 1
         return time.perf_counter(), seen

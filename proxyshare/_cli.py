@@ -219,6 +219,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(report, args.plot)
     out = Console()
+    if not out.is_terminal:  # a file or pipe: no need to squeeze into 80 columns
+        out = Console(width=max(out.width, 130))
     for renderable in render(report):
         out.print(renderable)
     if args.json:
