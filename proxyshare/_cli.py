@@ -88,7 +88,13 @@ def _positive_ints(text: str) -> list[int]:
 
 
 def _positive_int(text: str) -> int:
-    return _positive_ints(text)[0] if "," not in text else _positive_ints("x")[0]
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _scenario_names(text: str) -> list[str]:
@@ -107,11 +113,16 @@ def _scenario_names(text: str) -> list[str]:
 def _add_bench_options(bench: argparse.ArgumentParser) -> None:
     import multiprocessing
 
+    from proxyshare._bench_scenarios import SCENARIOS  # light: no pydantic, no rich
+
     bench.description = (
         "W workers x N increments of one shared counter, through a real "
         "ProcessPoolExecutor, for proxyshare and the alternatives, in one run. "
         "Starts its own server; needs nothing else (Redis scenarios run when "
         "a server is reachable)."
+    )
+    bench.epilog = "scenarios: " + ", ".join(
+        name if spec.default else f"{name} (opt-in)" for name, spec in SCENARIOS.items()
     )
     bench.add_argument(
         "--workers",
