@@ -156,23 +156,39 @@ def require_matplotlib() -> None:
 
 
 def write_plot(report: BenchReport, path: str) -> None:
-    """µs per op of each scenario against workers, log scale, as a PNG at ``path``."""
+    """µs per op of each scenario (log scale) as a PNG at ``path``.
+
+    Several worker counts: one line per scenario against workers.  One count
+    (or micro mode): one bar per scenario.  ``--clients``: a second panel with
+    the aggregate ops/s against the number of clients.
+    """
     require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    if report.mode == "micro":
-        names = [m.scenario for m in report.measurements]
-        ax.barh(names, [m.us_per_op for m in report.measurements])
+    clients = sorted(
+        (m.workers, m.ops_per_s) for m in report.measurements if m.scenario == "proxyshare-clients"
+    )
+    main = [m for m in report.measurements if m.scenario != "proxyshare-clients"]
+    panels = 2 if clients else 1
+    fig, axes = plt.subplots(1, panels, figsize=(9 + 5 * (panels - 1), 6), squeeze=False)
+    ax = axes[0][0]
+    counts = sorted({m.workers for m in main})
+    if report.mode == "micro" or len(counts) == 1:
+        ax.barh(
+            [m.scenario for m in main],
+            [m.us_per_op for m in main],
+            color=["tab:orange" if m.racy else "tab:blue" for m in main],
+        )
         ax.set_xscale("log")
-        ax.set_xlabel("µs per operation, one client (log scale)")
+        who = "one client" if report.mode == "micro" else f"{counts[0] if counts else 0} workers"
+        ax.set_xlabel(f"µs per operation, {who} (log scale; racy scenarios in orange)")
         ax.invert_yaxis()
     else:
         series: dict[str, list[tuple[int, float]]] = {}
-        for m in report.measurements:
+        for m in main:
             series.setdefault(m.scenario, []).append((m.workers, m.us_per_op))
         colours = plt.get_cmap("tab20")
         for i, (name, points) in enumerate(series.items()):
@@ -182,15 +198,26 @@ def write_plot(report: BenchReport, path: str) -> None:
             style = ":" if spec.racy else "--" if spec.unit != "increment" else "-"
             ax.plot(xs, ys, style, marker="o", color=colours(i % 20), label=name)
         ax.set_yscale("log")
-        ax.set_xlabel("workers (clients for proxyshare-clients)")
+        ax.set_xlabel("workers")
         ax.set_ylabel("µs per operation (log scale)")
-        ax.set_xticks(sorted({m.workers for m in report.measurements}))
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_xticks(counts)
+        ax.legend(fontsize="small", loc="best")
     ax.set_title(
         f"proxyshare bench ({report.start_method}, Python {report.python_version}, "
         f"{report.machine.cpu_count} CPUs)"
     )
     ax.grid(True, which="both", alpha=0.3)
+    if clients:
+        cx = axes[0][1]
+        xs, ys = zip(*clients, strict=True)
+        cx.plot(xs, ys, marker="o")
+        cx.set_xscale("log")
+        cx.set_xticks(list(xs), [str(x) for x in xs])
+        cx.set_ylim(bottom=0)
+        cx.set_xlabel("client processes on one counter")
+        cx.set_ylabel("aggregate increments per second")
+        cx.set_title("proxyshare-clients")
+        cx.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
