@@ -70,9 +70,9 @@ def _micro_shm(what: str) -> Callable[[S.BenchEnv], tuple[Callable[[], Any], Non
         mgr = env.share_manager()
         name = env.name("micro-shm", what)
         if what == "increment":
-            counter = S._shm_open(lambda: mgr.counter(name, shared_memory=True), "counter")
+            counter = S.shm_open(lambda: mgr.counter(name, shared_memory=True), "counter")
             return counter.increment, None
-        lock = S._shm_open(lambda: mgr.lock(name, shared_memory=True), "lock")
+        lock = S.shm_open(lambda: mgr.lock(name, shared_memory=True), "lock")
 
         def acquire_release() -> None:
             lock.acquire()

@@ -11,7 +11,13 @@ than from a check, the cell says "structural".
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
+import signal
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any
 
 from proxyshare import _bench_scenarios as S
 from proxyshare import _bench_workers as W
@@ -28,7 +34,94 @@ from proxyshare._bench import (
 __all__ = ["probe_capabilities"]
 
 
-def _cap(fact: S.Fact) -> Capability:
+# -- the probes ---------------------------------------------------------------
+
+
+@dataclass
+class Fact:
+    """One cell of the capability table."""
+
+    works: bool | None  # None: not applicable
+    basis: str  # "checked", "structural" or "n/a"
+    detail: str
+    seconds: float | None = None  # holder-death probe: time until the lock was free
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def probe_submit(pool: cf.ProcessPoolExecutor, kind: str, obj: Any, timeout: float) -> Fact:
+    """Submit ``obj`` (made after the pool started) and use it in the worker."""
+    try:
+        pool.submit(W.probe_use, kind, obj).result(timeout=timeout)
+    except Exception as exc:  # the failure *is* the finding
+        return Fact(False, "checked", f"submit failed: {_first_line(exc)}")
+    return Fact(True, "checked", "submitted after the pool started; the worker used it")
+
+
+def probe_holder_death(ctx: BaseContext, lock: Any, wait: float) -> tuple[Fact, float | None]:
+    """SIGKILL a process holding ``lock``; how long until this process can take it?"""
+    ready = ctx.Event()
+    proc = ctx.Process(target=W.hold_lock, args=(lock, ready), daemon=True)  # type: ignore[attr-defined]
+    proc.start()
+    try:
+        pid = proc.pid
+        if pid is None or not ready.wait(60):
+            return Fact(None, "n/a", "the holder process did not acquire the lock in 60 s"), None
+        os.kill(pid, signal.SIGKILL)
+        proc.join(10)
+        t0 = time.perf_counter()
+        got = lock.acquire(True, wait)
+        elapsed = time.perf_counter() - t0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    if got:
+        lock.release()
+        detail = f"free {elapsed * 1e3:.2f} ms after SIGKILL"
+        return Fact(True, "checked", detail, elapsed), elapsed
+    return Fact(False, "checked", f"still held {wait:g} s after SIGKILL"), None
+
+
+def probe_tcp_share(env: S.BenchEnv, pool: cf.ProcessPoolExecutor, timeout: float) -> Fact:
+    """A proxyshare server on a TCP address, used from a pool worker."""
+    from proxyshare._manager import ShareManager
+
+    mgr = ShareManager(address=("127.0.0.1", 0), ctx=env.ctx)
+    mgr.start()
+    try:
+        fact = probe_submit(pool, "counter", mgr.counter("tcp-probe"), timeout)
+    finally:
+        mgr.shutdown()
+    return _tcp_fact(fact)
+
+
+def probe_tcp_sync(env: S.BenchEnv, pool: cf.ProcessPoolExecutor, timeout: float) -> Fact:
+    """A stdlib SyncManager on a TCP address, used from a pool worker."""
+    from multiprocessing.managers import SyncManager
+
+    mgr = SyncManager(address=("127.0.0.1", 0), ctx=env.ctx)
+    mgr.start()
+    try:
+        fact = probe_submit(pool, "syncmanager-value", mgr.Value("q", 0), timeout)
+    finally:
+        mgr.shutdown()
+    return _tcp_fact(fact)
+
+
+def _tcp_fact(fact: Fact) -> Fact:
+    if fact.works:
+        return Fact(True, "checked", "a worker reached it by TCP address (checked on loopback)")
+    return Fact(False, "checked", f"over TCP: {fact.detail}")
+
+
+# -- the table ----------------------------------------------------------------
+
+
+def _cap(fact: Fact) -> Capability:
     return Capability(
         works=fact.works,
         basis=fact.basis,  # type: ignore[arg-type]
@@ -37,7 +130,7 @@ def _cap(fact: S.Fact) -> Capability:
     )
 
 
-_Facts = tuple[S.Fact, S.Fact, S.Fact, S.Fact]
+_Facts = tuple[Fact, Fact, Fact, Fact]
 
 
 def probe_capabilities(
@@ -57,7 +150,7 @@ def probe_capabilities(
             try:
                 facts[mechanism] = _PROBES[mechanism](env, pool, report, stay_held)
             except Exception as exc:  # a probe that breaks is reported, not hidden
-                broken = S.Fact(None, "n/a", f"probe failed: {failure_text(exc)}")
+                broken = Fact(None, "n/a", f"probe failed: {failure_text(exc)}")
                 facts[mechanism] = (broken, broken, broken, broken)
                 report.failed[f"probe {mechanism}"] = failure_text(exc)
     finally:
@@ -79,34 +172,34 @@ def probe_capabilities(
     return rows
 
 
-def _after_from_submit(submit: S.Fact) -> S.Fact:
+def _after_from_submit(submit: Fact) -> Fact:
     if submit.works:
-        return S.Fact(True, "checked", "made after the pool started, then submitted")
+        return Fact(True, "checked", "made after the pool started, then submitted")
     return submit
 
 
 def _unavailable(reason: str) -> _Facts:
-    fact = S.Fact(None, "n/a", f"not available here: {reason}")
+    fact = Fact(None, "n/a", f"not available here: {reason}")
     return (fact, fact, fact, fact)
 
 
 def _probe_initializer(
     env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
 ) -> _Facts:
-    submit = S.probe_submit(pool, "mp-value", env.ctx.Value("q", 0), TASK_TIMEOUT)
+    submit = probe_submit(pool, "mp-value", env.ctx.Value("q", 0), TASK_TIMEOUT)
     if submit.works:
         after = _after_from_submit(submit)
     else:
-        after = S.Fact(
+        after = Fact(
             False,
             "structural",
             "initializer= runs once as each worker starts; a later object would have "
             "to be submitted, which fails",
         )
-    remote = S.Fact(
+    remote = Fact(
         False, "structural", "shared memory and pipes inherited within one machine's process tree"
     )
-    death, _ = S.probe_holder_death(env.ctx, env.ctx.Lock(), stay_held)
+    death, _ = probe_holder_death(env.ctx, env.ctx.Lock(), stay_held)
     return submit, after, remote, death
 
 
@@ -114,20 +207,20 @@ def _probe_sync(
     env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
 ) -> _Facts:
     mgr = env.sync_manager()
-    submit = S.probe_submit(pool, "syncmanager-value", mgr.Value("q", 0), TASK_TIMEOUT)
-    remote = S.probe_tcp_sync(env, pool, TASK_TIMEOUT)
-    death, _ = S.probe_holder_death(env.ctx, mgr.Lock(), stay_held)
+    submit = probe_submit(pool, "syncmanager-value", mgr.Value("q", 0), TASK_TIMEOUT)
+    remote = probe_tcp_sync(env, pool, TASK_TIMEOUT)
+    death, _ = probe_holder_death(env.ctx, mgr.Lock(), stay_held)
     return submit, _after_from_submit(submit), remote, death
 
 
 def _probe_base(
     env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
 ) -> _Facts:
-    submit = S.probe_submit(pool, "basemanager", env.base_manager().Counter(), TASK_TIMEOUT)
-    remote = S.Fact(
+    submit = probe_submit(pool, "basemanager", env.base_manager().Counter(), TASK_TIMEOUT)
+    remote = Fact(
         True, "structural", "same transport as SyncManager (a BaseManager can listen on TCP)"
     )
-    death = S.Fact(None, "n/a", "no lock: the floor serves a counter only")
+    death = Fact(None, "n/a", "no lock: the floor serves a counter only")
     return submit, _after_from_submit(submit), remote, death
 
 
@@ -135,9 +228,9 @@ def _probe_share(
     env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
 ) -> _Facts:
     mgr = env.share_manager()
-    submit = S.probe_submit(pool, "counter", mgr.counter(env.name("probe", "c")), TASK_TIMEOUT)
-    remote = S.probe_tcp_share(env, pool, TASK_TIMEOUT)
-    death, _ = S.probe_holder_death(env.ctx, mgr.lock(env.name("probe", "l")), 5.0)
+    submit = probe_submit(pool, "counter", mgr.counter(env.name("probe", "c")), TASK_TIMEOUT)
+    remote = probe_tcp_share(env, pool, TASK_TIMEOUT)
+    death, _ = probe_holder_death(env.ctx, mgr.lock(env.name("probe", "l")), 5.0)
     return submit, _after_from_submit(submit), remote, death
 
 
@@ -146,19 +239,19 @@ def _probe_shm(
 ) -> _Facts:
     mgr = env.share_manager()
     try:
-        counter = S._shm_open(
+        counter = S.shm_open(
             lambda: mgr.counter(env.name("probe", "shm"), shared_memory=True), "counter"
         )
-        lock = S._shm_open(lambda: mgr.lock(env.name("probe", "shm-l"), shared_memory=True), "lock")
+        lock = S.shm_open(lambda: mgr.lock(env.name("probe", "shm-l"), shared_memory=True), "lock")
     except S.Skip as skip:
         return _unavailable(str(skip))
-    submit = S.probe_submit(pool, "counter", counter, TASK_TIMEOUT)
-    remote = S.Fact(
+    submit = probe_submit(pool, "counter", counter, TASK_TIMEOUT)
+    remote = Fact(
         False,
         "structural",
         "same host only: a file in shared memory; unpickled elsewhere it raises ProxyShareError",
     )
-    death, _ = S.probe_holder_death(env.ctx, lock, 5.0)
+    death, _ = probe_holder_death(env.ctx, lock, 5.0)
     return submit, _after_from_submit(submit), remote, death
 
 
@@ -171,21 +264,19 @@ def _probe_redis(
         env.redis()
     except S.Skip as skip:
         return _unavailable(str(skip))
-    submit = S.probe_submit(pool, "redis-client", redis.Redis.from_url(env.redis_url), 30)
+    submit = probe_submit(pool, "redis-client", redis.Redis.from_url(env.redis_url), 30)
     if not submit.works:
         submit.detail += " (workers pass the URL and connect themselves)"
-    after = S.Fact(
-        True, "structural", "a key exists once the first INCR runs; workers need the URL"
-    )
+    after = Fact(True, "structural", "a key exists once the first INCR runs; workers need the URL")
     remote = _redis_remote(env)
-    death = S.Fact(None, "n/a", "INCR needs no lock (redis-py locks are leases that expire)")
+    death = Fact(None, "n/a", "INCR needs no lock (redis-py locks are leases that expire)")
     return submit, after, remote, death
 
 
-def _redis_remote(env: S.BenchEnv) -> S.Fact:
+def _redis_remote(env: S.BenchEnv) -> Fact:
     if env.redis_url.startswith(("redis://", "rediss://")):
-        return S.Fact(True, "checked", f"the bench reached it by URL ({env.redis_url})")
-    return S.Fact(True, "structural", "Redis serves TCP clients; this run used a unix socket")
+        return Fact(True, "checked", f"the bench reached it by URL ({env.redis_url})")
+    return Fact(True, "structural", "Redis serves TCP clients; this run used a unix socket")
 
 
 def _probe_share_redis(
@@ -196,8 +287,8 @@ def _probe_share_redis(
     from proxyshare._manager import connect
 
     counter = connect(env.redis_url).counter(env.name("probe", "redis"))
-    submit = S.probe_submit(pool, "counter", counter, TASK_TIMEOUT)
-    death = S.Fact(
+    submit = probe_submit(pool, "counter", counter, TASK_TIMEOUT)
+    death = Fact(
         True,
         "structural",
         "a dead holder's lease expires (default 10 s), not at once like the served lock",

@@ -1,4 +1,4 @@
-"""The benchmark's scenarios, the servers they need, and the capability probes.
+"""The benchmark's scenarios, the servers they need, and the pools they run in.
 
 Parent side only (the bench process).  A scenario turns into a
 :class:`Prepared` task: which worker body to run (see ``_bench_workers``),
@@ -14,10 +14,8 @@ Servers (a ``ShareManager``, a stdlib ``SyncManager``, a bare
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import queue
 import secrets
-import signal
 import threading
 import time
 import uuid
@@ -29,13 +27,18 @@ from typing import Any
 from proxyshare import _bench_workers as W
 
 __all__ = [
+    "CLIENTS_SCENARIO",
     "DEFAULT_REDIS_URL",
     "SCENARIOS",
     "BenchEnv",
     "Prepared",
     "ScenarioSpec",
     "Skip",
+    "env_shared",
+    "make_pool",
     "prepare",
+    "shm_open",
+    "shutdown_pool",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -350,14 +353,14 @@ def _share(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Pr
 def _shm(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
     mgr = env.share_manager()
     name = env.name(scenario, tag)
-    counter = _shm_open(lambda: mgr.counter(name, shared_memory=True), "counter")
+    counter = shm_open(lambda: mgr.counter(name, shared_memory=True), "counter")
     if scenario == "proxyshare-shm":
         return Prepared("counter", (counter,), workers * ops, counter.get)
-    lock = _shm_open(lambda: mgr.lock(name + "-lock", shared_memory=True), "lock")
+    lock = shm_open(lambda: mgr.lock(name + "-lock", shared_memory=True), "lock")
     return Prepared("shm-lock", (lock, counter), workers * ops, counter.get)
 
 
-def _shm_open(make: Callable[[], Any], what: str) -> Any:
+def shm_open(make: Callable[[], Any], what: str) -> Any:
     try:
         return make()
     except Exception as exc:  # not available (yet) here: say why, skip
@@ -491,90 +494,6 @@ def make_pool(env: BenchEnv, workers: int) -> tuple[cf.ProcessPoolExecutor, Any]
         initargs=(barrier, env_shared(env)),
     )
     return pool, barrier
-
-
-# -- capability probes ("what the cost buys") -----------------------------------
-
-
-@dataclass
-class Fact:
-    """One cell of the capability table."""
-
-    works: bool | None  # None: not applicable
-    basis: str  # "checked", "structural" or "n/a"
-    detail: str
-    seconds: float | None = None  # holder-death probe: time until the lock was free
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def probe_submit(pool: cf.ProcessPoolExecutor, kind: str, obj: Any, timeout: float) -> Fact:
-    """Submit ``obj`` (made after the pool started) and use it in the worker."""
-    try:
-        pool.submit(W.probe_use, kind, obj).result(timeout=timeout)
-    except Exception as exc:  # the failure *is* the finding
-        return Fact(False, "checked", f"submit failed: {_first_line(exc)}")
-    return Fact(True, "checked", "submitted after the pool started; the worker used it")
-
-
-def probe_holder_death(ctx: BaseContext, lock: Any, wait: float) -> tuple[Fact, float | None]:
-    """SIGKILL a process holding ``lock``; how long until this process can take it?"""
-    ready = ctx.Event()
-    proc = ctx.Process(target=W.hold_lock, args=(lock, ready), daemon=True)  # type: ignore[attr-defined]
-    proc.start()
-    try:
-        pid = proc.pid
-        if pid is None or not ready.wait(60):
-            return Fact(None, "n/a", "the holder process did not acquire the lock in 60 s"), None
-        os.kill(pid, signal.SIGKILL)
-        proc.join(10)
-        t0 = time.perf_counter()
-        got = lock.acquire(True, wait)
-        elapsed = time.perf_counter() - t0
-    finally:
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-    if got:
-        lock.release()
-        detail = f"free {elapsed * 1e3:.2f} ms after SIGKILL"
-        return Fact(True, "checked", detail, elapsed), elapsed
-    return Fact(False, "checked", f"still held {wait:g} s after SIGKILL"), None
-
-
-def probe_tcp_share(env: BenchEnv, pool: cf.ProcessPoolExecutor, timeout: float) -> Fact:
-    """A proxyshare server on a TCP address, used from a pool worker."""
-    from proxyshare._manager import ShareManager
-
-    mgr = ShareManager(address=("127.0.0.1", 0), ctx=env.ctx)
-    mgr.start()
-    try:
-        fact = probe_submit(pool, "counter", mgr.counter("tcp-probe"), timeout)
-    finally:
-        mgr.shutdown()
-    return _tcp_fact(fact)
-
-
-def probe_tcp_sync(env: BenchEnv, pool: cf.ProcessPoolExecutor, timeout: float) -> Fact:
-    """A stdlib SyncManager on a TCP address, used from a pool worker."""
-    from multiprocessing.managers import SyncManager
-
-    mgr = SyncManager(address=("127.0.0.1", 0), ctx=env.ctx)
-    mgr.start()
-    try:
-        fact = probe_submit(pool, "syncmanager-value", mgr.Value("q", 0), timeout)
-    finally:
-        mgr.shutdown()
-    return _tcp_fact(fact)
-
-
-def _tcp_fact(fact: Fact) -> Fact:
-    if fact.works:
-        return Fact(True, "checked", "a worker reached it by TCP address (checked on loopback)")
-    return Fact(False, "checked", f"over TCP: {fact.detail}")
 
 
 def shutdown_pool(pool: cf.ProcessPoolExecutor) -> None:
