@@ -114,30 +114,39 @@ MICRO: dict[str, tuple[str, Callable[[S.BenchEnv], tuple[Callable[[], Any], Any]
 }
 
 
+def _time(op: Callable[[], Any], n: int) -> float:
+    """µs per call of ``op`` over ``n`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        op()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def run_micro(env: S.BenchEnv, config: BenchConfig, report: BenchReport, steps: Steps) -> None:
     n = config.ops_per_worker
+    warm_up = max(1, min(200, n // 10))
     costs: dict[str, list[float]] = {}
     ops: dict[str, tuple[Callable[[], Any], Any]] = {}
     try:
+        # Start every server and connect first, so that no timing pays for a
+        # process that is still starting up next to it.
+        for name, (_desc, make) in MICRO.items():
+            try:
+                ops[name] = make(env)
+                for _ in range(warm_up):
+                    ops[name][0]()
+            except S.Skip as skip:
+                report.skipped[name] = str(skip)
+            except Exception as exc:  # reported in the output, and the exit code is 1
+                report.failed[name] = failure_text(exc)
         for _ in range(config.repeat):
-            for name, (_desc, make) in MICRO.items():
+            for name in MICRO:
                 steps.start(name)
-                if name in report.skipped or name in report.failed:
-                    steps.finish(name)
-                    continue
-                try:
-                    if name not in ops:
-                        ops[name] = make(env)
-                        ops[name][0]()  # warm up: connect
-                    op = ops[name][0]
-                    t0 = time.perf_counter()
-                    for _ in range(n):
-                        op()
-                    costs.setdefault(name, []).append((time.perf_counter() - t0) / n * 1e6)
-                except S.Skip as skip:
-                    report.skipped[name] = str(skip)
-                except Exception as exc:  # reported in the output, and the exit code is 1
-                    report.failed[name] = failure_text(exc)
+                if name in ops and name not in report.failed:
+                    try:
+                        costs.setdefault(name, []).append(_time(ops[name][0], n))
+                    except Exception as exc:  # reported in the output, and the exit code is 1
+                        report.failed[name] = failure_text(exc)
                 steps.finish(name)
     finally:
         for _op, close in ops.values():
