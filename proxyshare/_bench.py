@@ -268,7 +268,9 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
         ),
         start_method=ctx.get_start_method(),
         mode="micro" if config.micro else "scenarios",
-        config=config,
+        config=config.model_copy(
+            update={"redis_url": S.redacted_url(config.redis_url) if config.redis_url else None}
+        ),
         started=datetime.now(timezone.utc),
     )
     env = S.BenchEnv(ctx, config.redis, config.quick)

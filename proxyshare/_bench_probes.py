@@ -275,7 +275,7 @@ def _probe_redis(
 
 def _redis_remote(env: S.BenchEnv) -> Fact:
     if env.redis_url.startswith(("redis://", "rediss://")):
-        return Fact(True, "checked", f"the bench reached it by URL ({env.redis_url})")
+        return Fact(True, "checked", f"the bench reached it by URL ({env.redis_shown})")
     return Fact(True, "structural", "Redis serves TCP clients; this run used a unix socket")
 
 

@@ -37,12 +37,29 @@ __all__ = [
     "env_shared",
     "make_pool",
     "prepare",
+    "redacted_url",
     "shm_open",
     "shutdown_pool",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PIPELINE_BATCH = 1000
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: reports and messages never show it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Skip(Exception):
@@ -196,6 +213,7 @@ class BenchEnv:
     def __init__(self, ctx: BaseContext, redis_url: str, quick: bool) -> None:
         self.ctx = ctx
         self.redis_url = redis_url
+        self.redis_shown = redacted_url(redis_url)
         self.quick = quick
         self.run_id = uuid.uuid4().hex[:8]
         self._share: Any = None
@@ -282,7 +300,8 @@ class BenchEnv:
             client.ping()
         except Exception as exc:  # any failure means: no usable server there
             first = str(exc).splitlines()[0] if str(exc) else ""
-            return f"no Redis server reachable at {self.redis_url} ({type(exc).__name__}: {first})"
+            where = self.redis_shown
+            return f"no Redis server reachable at {where} ({type(exc).__name__}: {first})"
         self._redis_client = client
         self._closers.append(client.close)
         return ""
@@ -404,7 +423,7 @@ def _proxyshare_redis(env: BenchEnv, scenario: str, workers: int, ops: int, tag:
         counter = client.counter(env.name(scenario, tag))
     except Exception as exc:  # backend not available (yet): say why, skip
         raise Skip(
-            f'proxyshare.connect("{env.redis_url}") is not available here '
+            f'proxyshare.connect("{env.redis_shown}") is not available here '
             f"({type(exc).__name__}: {exc})"
         ) from exc
     prepared = Prepared("counter", (counter,), workers * ops, counter.get)

@@ -205,3 +205,24 @@ def test_a_failing_scenario_is_reported_and_the_next_one_still_runs(
     assert "set-up failed on purpose" in report.failed["proxyshare-dict"]
     counter = report.measurement("proxyshare-counter")
     assert counter is not None and counter.correct
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+        ("rediss://user:s3cret@db:6380", "rediss://user:***@db:6380"),
+    ],
+)
+def test_redis_passwords_never_reach_the_report(url: str, shown: str) -> None:
+    assert S.redacted_url(url) == shown
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_redis_with_a_password_is_reported_without_it() -> None:
+    url = "redis://:s3cret@127.0.0.1:1/0"
+    config = BenchConfig(ops=20, scenarios=["redis"], redis_url=url, quick=True, probes=False)
+    report = run_bench(config)
+    assert "s3cret" not in report.model_dump_json()
+    assert "127.0.0.1:1" in report.skipped["redis"]
