@@ -1,0 +1,211 @@
+"""``proxyshare bench`` end to end, as a user runs it (in a subprocess).
+
+One quick run is shared by most tests (module fixture); timings are never
+asserted, only what the report says about correctness and what it contains.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyshare._bench import SCENARIOS, BenchReport
+from tests.support import run_cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+# Scenarios that need something this package does not bring along.
+EXTERNAL = {"redis", "proxyshare-redis", "proxyshare-shm", "proxyshare-shm-lock"}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    result = run_cli(
+        "bench",
+        "--quick",
+        "--json",
+        str(out / "report.json"),
+        "--plot",
+        str(out / "plot.png"),
+        "--redis",
+        UNREACHABLE_REDIS,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stderr
+    text = (out / "report.json").read_text()
+    return {
+        "result": result,
+        "report": BenchReport.model_validate_json(text),
+        "json": json.loads(text),
+        "plot": out / "plot.png",
+    }
+
+
+def test_quick_bench_prints_the_results_table(quick_run: dict[str, Any]) -> None:
+    stdout = quick_run["result"].stdout
+    assert "proxyshare-counter" in stdout
+    assert "what the cost buys" in stdout
+    assert "targets" in stdout
+
+
+def test_report_has_every_default_scenario_measured_or_skipped_with_a_reason(
+    quick_run: dict[str, Any],
+) -> None:
+    report: BenchReport = quick_run["report"]
+    measured = {m.scenario for m in report.measurements}
+    for name, spec in SCENARIOS.items():
+        if not spec.default:
+            assert name not in measured
+        elif name in EXTERNAL:
+            assert name in measured or report.skipped.get(name), name
+        else:
+            assert name in measured, report.skipped.get(name) or report.failed.get(name)
+    assert report.failed == {}
+
+
+def test_locked_scenarios_lose_no_updates(quick_run: dict[str, Any]) -> None:
+    report: BenchReport = quick_run["report"]
+    for m in report.measurements:
+        if not m.racy:
+            assert m.correct and m.lost_updates == 0, m.scenario
+            assert m.observed == m.expected == m.workers * m.ops_per_worker
+
+
+def test_racy_scenarios_are_flagged_with_their_lost_count(quick_run: dict[str, Any]) -> None:
+    report: BenchReport = quick_run["report"]
+    racy = {m.scenario: m for m in report.measurements if m.racy}
+    assert set(racy) == {"initializer-nolock", "syncmanager-nolock"}
+    for m in racy.values():
+        assert m.lost_updates == m.expected - m.observed >= 0
+        assert m.correct == (m.lost_updates == 0)
+
+
+def test_unreachable_redis_is_skipped_with_a_reason(quick_run: dict[str, Any]) -> None:
+    report: BenchReport = quick_run["report"]
+    reason = report.skipped["redis"]
+    assert "127.0.0.1:1" in reason and "\n" not in reason
+    assert "proxyshare-redis" in report.skipped
+    assert "skipped redis:" in quick_run["result"].stdout
+
+
+def test_plot_is_a_png(quick_run: dict[str, Any]) -> None:
+    assert quick_run["plot"].read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_capabilities_come_from_checks_the_bench_ran(quick_run: dict[str, Any]) -> None:
+    rows = {row.scenario: row for row in quick_run["report"].capabilities}
+    value = rows["initializer"].submit_argument
+    assert (value.works, value.basis) == (False, "checked")
+    assert "inheritance" in value.detail  # the stdlib's own error message
+    served = rows["proxyshare-counter"]
+    for fact in (served.submit_argument, served.created_after_pool_start, served.other_machine):
+        assert (fact.works, fact.basis) == (True, "checked")
+    assert (
+        served.lock_release_on_holder_death.works,
+        served.lock_release_on_holder_death.basis,
+    ) == (
+        True,
+        "checked",
+    )
+    stdlib_lock = rows["syncmanager"].lock_release_on_holder_death
+    assert (stdlib_lock.works, stdlib_lock.basis) == (False, "checked")
+    assert "floor" not in rows
+
+
+def test_targets_are_in_the_report(quick_run: dict[str, Any]) -> None:
+    targets = {t["name"]: t for t in quick_run["json"]["targets"]}
+    assert targets["counter-vs-syncmanager"]["measured"] is not None
+    assert targets["counter-vs-basemanager"]["met"] is None  # opt-in scenario not run
+    assert targets["lock-round-trips"]["measured"] <= 4.0  # counted, not timed
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--workers", "0"],
+        ["--workers", "two"],
+        ["--ops", "-5"],
+        ["--repeat", "1,2"],
+        ["--scenarios", "no-such-scenario"],
+        ["--start-method", "teleport"],
+        ["--no-such-option"],
+    ],
+    ids=lambda options: " ".join(options),
+)
+def test_a_bad_option_exits_with_code_2(options: list[str]) -> None:
+    result = run_cli("bench", *options, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "error" in result.stderr
+
+
+def test_plot_without_matplotlib_fails_at_once_with_an_install_hint(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from proxyshare._cli import main\n"
+        f"sys.exit(main(['bench', '--quick', '--plot', {str(tmp_path / 'p.png')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert "proxyshare[plot]" in result.stderr
+    assert "proxyshare-counter" not in result.stdout  # nothing ran
+
+
+def test_micro_mode_reports_primitives_against_the_floor(tmp_path: Path) -> None:
+    path = tmp_path / "micro.json"
+    result = run_cli(
+        "bench", "--micro", "--quick", "--redis", UNREACHABLE_REDIS, "--json", str(path)
+    )
+    assert result.returncode == 0, result.stderr
+    report = BenchReport.model_validate_json(path.read_text())
+    names = {m.scenario: m for m in report.measurements}
+    for name in (
+        "floor",
+        "counter.get()",
+        "counter.increment()",
+        "lock acquire+release",
+        "dict set",
+        "dict get",
+    ):
+        assert names[name].us_per_op > 0
+        assert names[name].ratio_to_floor is not None
+    assert names["floor"].ratio_to_floor == 1.0
+
+
+def test_clients_and_a_spawn_pool(tmp_path: Path) -> None:
+    path = tmp_path / "clients.json"
+    result = run_cli(
+        "bench",
+        "--quick",
+        "--start-method",
+        "spawn",
+        "--scenarios",
+        "initializer,proxyshare-counter,basemanager-floor",
+        "--clients",
+        "1,3",
+        "--json",
+        str(path),
+    )
+    assert result.returncode == 0, result.stderr
+    report = BenchReport.model_validate_json(path.read_text())
+    assert report.start_method == "spawn"
+    got = {(m.scenario, m.workers): m for m in report.measurements}
+    assert set(got) == {
+        ("initializer", 2),
+        ("proxyshare-counter", 2),
+        ("basemanager-floor", 2),
+        ("proxyshare-clients", 1),
+        ("proxyshare-clients", 3),
+    }
+    assert all(m.correct for m in got.values())
+    targets = {t.name: t for t in report.targets}
+    assert targets["counter-vs-basemanager"].measured is not None

@@ -1,0 +1,228 @@
+"""The bench's report model, scenario selection, summaries and targets."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from proxyshare import _bench_scenarios as S
+from proxyshare import _bench_workers as W
+from proxyshare._bench import (
+    SCENARIOS,
+    BenchConfig,
+    BenchReport,
+    Capability,
+    CapabilityRow,
+    MachineInfo,
+    Run,
+    _fill_ratios,
+    _summarise,
+    compute_targets,
+    expand_scenarios,
+    run_bench,
+)
+from proxyshare._bench_output import render
+
+
+def _report(measurements: list[tuple[str, float]], workers: int = 2) -> BenchReport:
+    runs = {name: [Run(us_per_op=us, expected=10, observed=10)] for name, us in measurements}
+    report = BenchReport(
+        proxyshare_version="0",
+        python_version="3.11",
+        python_implementation="CPython",
+        machine=MachineInfo(platform="p", machine="m", processor="x", cpu_count=2),
+        start_method="fork",
+        mode="scenarios",
+        config=BenchConfig(),
+        started=datetime.now(timezone.utc),
+    )
+    report.measurements = [_summarise(name, workers, r) for name, r in runs.items()]
+    _fill_ratios(report.measurements)
+    return report
+
+
+def test_default_scenarios_leave_out_the_opt_in_basemanager_floor() -> None:
+    default = expand_scenarios(None)
+    assert "basemanager-floor" not in default
+    assert {"initializer", "proxyshare-counter", "floor", "queue-proxyshare"} <= set(default)
+    assert expand_scenarios(["all"]) == list(SCENARIOS)
+
+
+def test_scenario_selection_keeps_table_order_and_expands_aliases() -> None:
+    assert expand_scenarios(["syncmanager", "initializer"]) == ["initializer", "syncmanager"]
+    assert expand_scenarios(["queue"]) == [
+        "queue-initializer",
+        "queue-syncmanager",
+        "queue-proxyshare",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"workers": [0]},
+        {"workers": []},
+        {"ops": 0},
+        {"repeat": 0},
+        {"scenarios": ["nope"]},
+        {"start_method": "teleport"},
+        {"unknown_option": 1},
+    ],
+)
+def test_config_rejects_bad_values(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        BenchConfig.model_validate(bad)
+
+
+def test_quick_config_is_small_and_explicit_ops_win() -> None:
+    assert BenchConfig(quick=True).ops_per_worker < BenchConfig().ops_per_worker
+    assert BenchConfig(quick=True, ops=7).ops_per_worker == 7
+
+
+def test_summary_is_the_median_with_spread_and_worst_loss() -> None:
+    runs = [
+        Run(us_per_op=3.0, expected=100, observed=100),
+        Run(us_per_op=1.0, expected=100, observed=90),
+        Run(us_per_op=2.0, expected=100, observed=95),
+    ]
+    m = _summarise("initializer-nolock", 2, runs)
+    assert (m.us_per_op, m.us_per_op_min, m.us_per_op_max) == (2.0, 1.0, 3.0)
+    assert m.us_per_op_stdev == pytest.approx(1.0)
+    assert m.ops_per_s == pytest.approx(500_000)
+    assert (m.lost_updates, m.correct, m.racy) == (10, False, True)
+
+
+def test_ratio_to_initializer_is_per_worker_count_and_queue_uses_its_own_baseline() -> None:
+    report = _report(
+        [
+            ("initializer", 2.0),
+            ("proxyshare-counter", 20.0),
+            ("queue-initializer", 10.0),
+            ("queue-proxyshare", 40.0),
+        ]
+    )
+    ratios = {m.scenario: m.ratio_to_initializer for m in report.measurements}
+    assert ratios["proxyshare-counter"] == pytest.approx(10.0)
+    assert ratios["queue-proxyshare"] == pytest.approx(4.0)
+
+
+def test_targets_compare_the_named_scenarios() -> None:
+    report = _report(
+        [("proxyshare-counter", 10.0), ("basemanager-floor", 20.0), ("syncmanager", 50.0)]
+    )
+    targets = {t.name: t for t in compute_targets(report)}
+    assert targets["counter-vs-basemanager"].measured == pytest.approx(0.5)
+    assert targets["counter-vs-basemanager"].met is True
+    assert targets["counter-vs-syncmanager"].measured == pytest.approx(5.0)
+    assert targets["counter-vs-syncmanager"].met is False
+    assert targets["counter-vs-redis"].met is None
+    assert "redis" in targets["counter-vs-redis"].detail
+
+
+def test_report_round_trips_through_json() -> None:
+    report = _report([("initializer", 1.5), ("proxyshare-counter", 20.0)])
+    fact = Capability(works=True, basis="checked", detail="free 0.2 ms after SIGKILL", seconds=2e-4)
+    report.capabilities = [
+        CapabilityRow(
+            scenario="proxyshare-counter",
+            mechanism="proxyshare (served)",
+            submit_argument=fact,
+            created_after_pool_start=fact,
+            other_machine=fact,
+            lock_release_on_holder_death=fact,
+        )
+    ]
+    report.skipped = {"redis": "no Redis server reachable"}
+    report.targets = compute_targets(report)
+    assert BenchReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_render_draws_every_table() -> None:
+    from rich.console import Console
+
+    report = _report([("initializer", 1.5), ("initializer-nolock", 0.5)])
+    report.measurements[1].observed = 7
+    report.measurements[1].lost_updates = 3
+    report.measurements[1].correct = False
+    report.skipped = {"redis": "no Redis server reachable"}
+    report.targets = compute_targets(report)
+    console = Console(file=io.StringIO(), width=160)
+    for renderable in render(report):
+        console.print(renderable)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "initializer-nolock" in text and "racy" in text
+    assert "skipped redis: no Redis server reachable" in text
+
+
+@pytest.mark.timeout(60)
+def test_a_real_run_in_process_round_trips() -> None:
+    config = BenchConfig(
+        ops=50, scenarios=["initializer", "proxyshare-counter"], quick=True, probes=False
+    )
+    report = run_bench(config)
+    assert [m.scenario for m in report.measurements] == ["initializer", "proxyshare-counter"]
+    assert all(m.correct for m in report.measurements)
+    assert report.finished is not None and report.finished >= report.started
+    assert BenchReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_worker_module_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, proxyshare._bench_workers\n"
+        "heavy = [m for m in ('pydantic', 'rich', 'matplotlib', 'redis') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == ""
+
+
+def _fail_in_setup(ops: int) -> None:
+    raise RuntimeError("set-up failed on purpose")
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_scenario_is_reported_and_the_next_one_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # fork: the pool's workers inherit the patched table of worker bodies.
+    monkeypatch.setitem(W.BODIES, "fail", _fail_in_setup)
+    monkeypatch.setitem(S._PREPARE, "proxyshare-dict", lambda *a: S.Prepared("fail", (), 2, None))
+    config = BenchConfig(
+        ops=50,
+        scenarios=["proxyshare-dict", "proxyshare-counter"],
+        quick=True,
+        probes=False,
+        start_method="fork",
+    )
+    report = run_bench(config)
+    assert "set-up failed on purpose" in report.failed["proxyshare-dict"]
+    counter = report.measurement("proxyshare-counter")
+    assert counter is not None and counter.correct
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+        ("rediss://user:s3cret@db:6380", "rediss://user:***@db:6380"),
+    ],
+)
+def test_redis_passwords_never_reach_the_report(url: str, shown: str) -> None:
+    assert S.redacted_url(url) == shown
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_redis_with_a_password_is_reported_without_it() -> None:
+    url = "redis://:s3cret@127.0.0.1:1/0"
+    config = BenchConfig(ops=20, scenarios=["redis"], redis_url=url, quick=True, probes=False)
+    report = run_bench(config)
+    assert "s3cret" not in report.model_dump_json()
+    assert "127.0.0.1:1" in report.skipped["redis"]
