@@ -194,11 +194,13 @@ class _Connection:
     __slots__ = ("conn", "pool")
 
     def __init__(self, pool: Any) -> None:
+        self.conn = pool.get_connection()  # raises before __del__ has anything to return
         self.pool = pool
-        self.conn = pool.get_connection()
 
     def __del__(self) -> None:
-        self.pool.release(self.conn)
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.release(self.conn)
 
 
 class _Process:
