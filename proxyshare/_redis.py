@@ -136,17 +136,27 @@ def _split_url(url: str) -> tuple[str, str]:
         )
     for_redis = "unix://" + url[len("unix+redis://") :] if url.startswith("unix+redis://") else url
     parts = urlsplit(url)
+    query = "&".join(
+        "password=***" if item.startswith("password=") else item for item in parts.query.split("&")
+    )
+    if "@" not in parts.netloc and query == parts.query:
+        return for_redis, url
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
         netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    return for_redis, urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    if not netloc:  # urlunsplit drops the empty authority of unix+redis:///path
+        shown = shown.replace(":", "://", 1)
+    return for_redis, shown
 
 
 def _url_has_password(url: str) -> bool:
-    userinfo = urlsplit(url).netloc.rpartition("@")[0]
-    return ":" in userinfo and bool(userinfo.partition(":")[2])
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    in_query = any(item.startswith("password=") for item in parts.query.split("&"))
+    return in_query or (":" in userinfo and bool(userinfo.partition(":")[2]))
 
 
 def _make_client(url: str) -> Any:
@@ -159,12 +169,13 @@ def _make_client(url: str) -> Any:
     options: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
-        "socket_keepalive": True,
         "protocol": 2,  # replies as plain lists, whatever the redis-py default
         # Never resend a command: an INCRBY whose reply was lost may have run.
         "retry": Retry(NoBackoff(), 0),
         "client_name": f"proxyshare:{os.getpid()}:{_HOST}",
     }
+    if not for_redis.startswith("unix://"):
+        options["socket_keepalive"] = True  # notice a peer that vanished without a FIN
     password = os.environ.get(PASSWORD_ENV)
     if password and not _url_has_password(url):
         options["password"] = password
@@ -218,6 +229,7 @@ class _Process:
         self.renewing = threading.Condition(self.lock)
         self.renewer: threading.Thread | None = None
         self.period = 0.0  # the renewer's current sleep, seconds
+        self.idle = False  # the renewer waits for a first holding
 
     def client(self, url: str) -> Any:
         client = self.clients.get(url)
@@ -258,9 +270,9 @@ class _Process:
                     target=self._renew_forever, name="proxyshare-redis-renewer", daemon=True
                 )
                 self.renewer.start()
-            # Wake the renewer only if it sleeps too long for this lease; waking
-            # it on every acquire would renew everything on every acquire.
-            if holding.lease_ms / 3000.0 < self.period or len(self.holdings) == 1:
+            # Wake the renewer only if it is idle or sleeps too long for this
+            # lease: waking it on every acquire would cost a renewal per acquire.
+            if self.idle or holding.lease_ms / 3000.0 < self.period:
                 self.renewing.notify()
 
     def pop(self, key: tuple[str, str, str, int]) -> _Holding | None:
@@ -287,14 +299,16 @@ class _Process:
         """Extend every live holding's lease every third of the shortest lease."""
         while True:
             with self.lock:
+                self.idle = True
                 while not self.holdings:
                     self.renewing.wait()
+                self.idle = False
+                self.period = min(h.lease_ms for held in self.holdings.values() for h in held)
+                self.period /= 3000.0
+                self.renewing.wait(self.period)
                 current = [h for held in self.holdings.values() for h in held]
-                self.period = min(h.lease_ms for h in current) / 3000.0
             for holding in current:
                 self._renew(holding)
-            with self.lock:
-                self.renewing.wait(self.period)
 
     def _renew(self, holding: _Holding) -> None:
         if not holding.thread.is_alive():
@@ -418,7 +432,9 @@ _LOCK_ACQUIRE = _Script(
     """
 local lease = redis.call('HGET', KEYS[3], 'lease')
 if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', lease) then return {1, tonumber(lease)} end
-return {0, redis.call('PTTL', KEYS[2])}
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl == -2 then ttl = 0 end  -- gone since SET NX: try again at once
+return {0, ttl}
 """
 )
 _LOCK_RELEASE = _Script(

@@ -683,3 +683,44 @@ def test_import_and_redis_proxy_unpickling_do_not_import_redis(redis_mgr: Any) -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.redis
+def test_redis_over_a_unix_socket_url(redis_factory: Any, tmp_path: Any) -> None:
+    path = tmp_path / "redis.sock"
+    redis_factory("--unixsocket", str(path), "--unixsocketperm", "700")
+    mgr = proxyshare.connect(f"unix+redis://{path}?db=0")
+    assert mgr.counter("over-unix").increment(2) == 2
+    assert mgr.address.startswith("unix+redis://")
+
+
+@pytest.mark.redis
+def test_missing_redis_py_gives_an_install_hint() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import proxyshare\n"
+        "try:\n"
+        "    proxyshare.connect('redis://127.0.0.1:1/0')\n"
+        "except proxyshare.ProxyShareError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'proxyshare[redis]'" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw-1@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://alice:pw-1@host/2", "redis://alice:***@host/2"),
+        ("rediss://host:6380/0?password=pw-1", "rediss://host:6380/0?password=***"),
+        ("unix+redis:///run/redis.sock?db=1", "unix+redis:///run/redis.sock?db=1"),
+    ],
+)
+def test_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from proxyshare._redis import RedisRef
+
+    ref = RedisRef(url, "p:")
+    assert ref.address == shown
+    assert "pw-1" not in repr(ref)
