@@ -56,10 +56,12 @@ import builtins
 import hashlib
 import io
 import logging
+import multiprocessing.util
 import os
 import pickle
 import queue as _queue
 import secrets
+import select
 import socket
 import threading
 import time
@@ -104,6 +106,7 @@ PASSWORD_ENV = "PROXYSHARE_REDIS_PASSWORD"
 CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 10.0  # no reply for this long means Redis is unreachable
 WAIT_SLICE = 5.0  # longest single blocking call; below SOCKET_TIMEOUT
+RENEWER_TICK = 0.5  # how soon a lease of a thread that ended is given back
 SCHEMES = ("redis://", "rediss://", "unix+redis://")
 _PICKLE = 5  # fixed, so every Python version encodes dict keys the same way
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -188,15 +191,44 @@ def _make_client(url: str) -> Any:
 class _Holding:
     """One lock or permit this process holds, renewed by the renewer thread."""
 
-    __slots__ = ("key", "lease_ms", "ref", "renew", "thread", "token")
+    __slots__ = ("kind", "lease_ms", "name", "ref", "renewed", "thread", "token")
 
-    def __init__(self, ref: RedisRef, key: str, token: str, lease_ms: int, renew: _Script) -> None:
+    def __init__(self, ref: RedisRef, name: str, kind: str, token: str, lease_ms: int) -> None:
         self.ref = ref
-        self.key = key
+        self.name = name
+        self.kind = kind
         self.token = token
         self.lease_ms = lease_ms
-        self.renew = renew
         self.thread = threading.current_thread()
+        self.renewed = time.monotonic()
+
+    @property
+    def period(self) -> float:
+        """Renew every third of the lease: two renewals may fail before it lapses."""
+        return self.lease_ms / 3000.0
+
+    def renew(self) -> bool:
+        """Extend the lease; False if it is no longer ours (expired, deleted)."""
+        script = _LOCK_RENEW if self.kind == "lock" else _SEM_RENEW
+        key = self.ref.keys(self.name)[1]
+        return bool(self.ref.run_script(script, [key], [self.token, self.lease_ms]))
+
+    def give_back(self) -> None:
+        """Release on behalf of a thread or process that can no longer do it."""
+        meta, v, w, _x = self.ref.keys(self.name)
+        script = _LOCK_RELEASE if self.kind == "lock" else _SEM_RELEASE
+        try:
+            self.ref.script(script, self.name, self.kind, [v, meta, w], [self.token])
+        except (NotOwnerError, ResourceNotFoundError):
+            return  # the lease already lapsed, or the resource was deleted: nothing to return
+        except ProxyShareError as exc:
+            logger.warning(
+                "could not release %s %r at %s (%s): it stays taken until its lease lapses",
+                self.kind,
+                self.name,
+                self.ref.address,
+                exc,
+            )
 
 
 class _Connection:
@@ -266,13 +298,15 @@ class _Process:
         with self.lock:
             self.holdings.setdefault(key, []).append(holding)
             if self.renewer is None:
+                # A process that exits normally gives its leases back at once.
+                multiprocessing.util.Finalize(None, _release_at_exit, exitpriority=10)
                 self.renewer = threading.Thread(
                     target=self._renew_forever, name="proxyshare-redis-renewer", daemon=True
                 )
                 self.renewer.start()
             # Wake the renewer only if it is idle or sleeps too long for this
             # lease: waking it on every acquire would cost a renewal per acquire.
-            if self.idle or holding.lease_ms / 3000.0 < self.period:
+            if self.idle or holding.period < self.period:
                 self.renewing.notify()
 
     def pop(self, key: tuple[str, str, str, int]) -> _Holding | None:
@@ -296,29 +330,36 @@ class _Process:
         return False
 
     def _renew_forever(self) -> None:
-        """Extend every live holding's lease every third of the shortest lease."""
+        """Renew each lease every third of its length; give back dead threads' leases.
+
+        Wakes at least every ``RENEWER_TICK`` seconds while anything is held,
+        so a lease of a thread that ended is returned within that time (no
+        Redis call is made for a tick with nothing due).
+        """
         while True:
             with self.lock:
                 self.idle = True
                 while not self.holdings:
                     self.renewing.wait()
                 self.idle = False
-                self.period = min(h.lease_ms for held in self.holdings.values() for h in held)
-                self.period /= 3000.0
+                current = [h for held in self.holdings.values() for h in held]
+                self.period = min(RENEWER_TICK, *(h.period for h in current))
                 self.renewing.wait(self.period)
                 current = [h for held in self.holdings.values() for h in held]
+            now = time.monotonic()
             for holding in current:
-                self._renew(holding)
+                if not holding.thread.is_alive() or now - holding.renewed >= holding.period:
+                    self._renew(holding)
 
     def _renew(self, holding: _Holding) -> None:
         if not holding.thread.is_alive():
-            # Like a dropped connection on the manager: a dead thread's leases lapse.
-            self.discard(holding)
+            # As on the manager, where the thread's connection closes: give it back.
+            if self.discard(holding):
+                holding.give_back()
             return
         try:
-            kept = holding.ref.run_script(
-                holding.renew, [holding.key], [holding.token, holding.lease_ms]
-            )
+            kept = holding.renew()
+            holding.renewed = time.monotonic()
         except ProxyShareError as exc:
             logger.warning("could not renew a lease at %s: %s", holding.ref.address, exc)
             return
@@ -331,6 +372,18 @@ class _Process:
 
 _state: _Process | None = None
 _state_lock = threading.Lock()
+
+
+def _release_at_exit() -> None:
+    """Give back this process's leases when it exits normally (not when killed)."""
+    state = _state
+    if state is None or state.pid != os.getpid():
+        return
+    with state.lock:
+        holdings = [h for held in state.holdings.values() for h in held]
+        state.holdings.clear()
+    for holding in holdings:
+        holding.give_back()
 
 
 def _here() -> _Process:
@@ -743,26 +796,29 @@ class RedisRef:
     @contextmanager
     def errors(self, name: str | None = None, kind: str = "resource") -> Iterator[None]:
         """Turn redis-py and socket errors into proxyshare errors (see ``_translate``)."""
-        redis = _import_redis()
         try:
             yield
-        except (redis.RedisError, OSError) as exc:
+        except _caught() as exc:
             error = _translate(exc, self, name, kind)
             raise error from (exc if type(error) is ProxyShareError else None)
 
     def execute(self, *command: Any, name: str | None = None, kind: str = "resource") -> Any:
-        """Send one command on this thread's connection and return the raw reply."""
-        redis = _import_redis()
-        with self.errors(name, kind):
+        """Send one command on this thread's connection and return the raw reply.
+
+        The hot path: no context manager, one ``poll`` to notice a socket the
+        server closed while it sat idle (Redis restarted), so that this
+        command goes out on a fresh connection instead of failing.
+        """
+        try:
             conn = _here().connection(self.url)
-            if conn._sock is not None:  # an idle pooled socket may be stale
-                try:
-                    if conn.can_read():  # data we never asked for: start afresh
-                        conn.disconnect()
-                except redis.ConnectionError:
-                    conn.disconnect()  # the server closed it (it restarted?): reconnect
+            sock = conn._sock
+            if sock is not None and _readable(sock):
+                conn.disconnect()  # closed by the server, or data nobody asked for
             conn.send_command(*command)
             return conn.read_response()
+        except _caught() as exc:
+            error = _translate(exc, self, name, kind)
+            raise error from (exc if type(error) is ProxyShareError else None)
 
     def script(
         self, script: _Script, name: str, kind: str, keys: list[str], args: list[Any]
@@ -794,6 +850,17 @@ class RedisRef:
                 raise
         # First use on this server (or it restarted): EVAL sends the text and caches it.
         return self.execute("EVAL", script.source, len(keys), *keys, *args, name=name, kind=kind)
+
+
+def _caught() -> tuple[type[BaseException], ...]:
+    """What ``_translate`` handles; an ``except`` clause evaluates this only on an error."""
+    return (_import_redis().RedisError, OSError)
+
+
+def _readable(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _translate(exc: BaseException, ref: RedisRef, name: str | None, kind: str) -> BaseException:
@@ -914,7 +981,7 @@ def _acquire(ref: RedisRef, name: str, kind: str, blocking: bool, timeout: float
     """Take a lease, waiting on the wake list for at most the holder's remaining TTL."""
     seconds = _check_timeout(blocking, timeout)
     meta, v, w, _x = ref.keys(name)
-    acquire, renew = (_LOCK_ACQUIRE, _LOCK_RENEW) if kind == "lock" else (_SEM_ACQUIRE, _SEM_RENEW)
+    acquire = _LOCK_ACQUIRE if kind == "lock" else _SEM_ACQUIRE
     state = _here()
     key = _holder_key(ref, name)
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -923,7 +990,7 @@ def _acquire(ref: RedisRef, name: str, kind: str, blocking: bool, timeout: float
         token = state.token()
         got, wait_ms = ref.script(acquire, name, kind, [v, meta, w], [token])
         if got:
-            state.add(key, _Holding(ref, v, token, int(wait_ms), renew))
+            state.add(key, _Holding(ref, name, kind, token, int(wait_ms)))
             return True
         if not blocking:
             return False
@@ -1188,11 +1255,7 @@ def _dict_len(ref: RedisRef, name: str) -> int:
 
 
 def _dict_contains(ref: RedisRef, name: str, key: Any) -> bool:
-    try:
-        field = _dump_key(key)
-    except TypeError:
-        return False  # unhashable: never a key
-    return bool(_dict(_DICT_CONTAINS)(ref, name, field))
+    return bool(_dict(_DICT_CONTAINS)(ref, name, _dump_key(key)))
 
 
 def _dict_snapshot(ref: RedisRef, name: str) -> dict[Any, Any]:

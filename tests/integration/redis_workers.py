@@ -94,3 +94,8 @@ def flush_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def acquire_and_return(lock: Any) -> bool:
+    """Take ``lock`` and end without releasing it."""
+    return bool(lock.acquire(timeout=30))

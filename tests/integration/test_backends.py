@@ -23,6 +23,7 @@ import pytest
 
 import proxyshare
 from tests.integration.redis_workers import (
+    acquire_and_return,
     dict_increment_many,
     dict_view_in_worker,
     flush_prefix,
@@ -148,12 +149,44 @@ def test_lock_waiter_gets_the_lock_when_it_is_released(backend: Any) -> None:
         thread.join(30)
 
 
+def test_contended_lock_from_many_threads_loses_no_update(backend: Any) -> None:
+    lock, d = backend.lock("contended"), backend.dict("contended-data")
+    threads = [
+        threading.Thread(target=locked_read_modify_write, args=(lock, d, "k", 50)) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert d["k"] == 200 and not lock.locked()
+
+
 def test_lock_reacquired_by_its_holder_without_timeout_raises(backend: Any) -> None:
     lock = backend.lock("reentrant")
     with lock:
         with pytest.raises(proxyshare.ProxyShareError, match="not re-entrant"):
             lock.acquire()
         assert lock.acquire(timeout=0.1) is False
+
+
+def test_lock_held_by_a_thread_that_ends_is_released(backend: Any) -> None:
+    lock = backend.lock("thread-ends", lease=60)
+    thread = threading.Thread(target=acquire_and_return, args=(lock,))
+    thread.start()
+    thread.join(30)
+    # Released because its thread ended, well before the 60 s lease.
+    assert lock.acquire(timeout=30) is True
+    lock.release()
+
+
+def test_lock_held_by_a_process_that_exits_is_released(backend: Any) -> None:
+    lock = backend.lock("process-exits", lease=60)
+    proc = multiprocessing.get_context("spawn").Process(target=acquire_and_return, args=(lock,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert lock.acquire(timeout=30) is True
+    lock.release()
 
 
 def test_lock_rejects_a_timeout_without_blocking(backend: Any) -> None:
@@ -603,6 +636,11 @@ def test_redis_restart_gives_server_unavailable_then_recovers(
         counter.get()  # still down: still an error, never a hang
     server.start()
     assert counter.increment() == 6  # the very next call reconnects
+    # Restarted while this client sat idle: its pooled socket is stale, yet
+    # the next call must not fail (the stale socket is noticed before sending).
+    server.kill()
+    server.start()
+    assert counter.increment() == 7
     with capsys.disabled():
         print(f"\nServerUnavailableError raised {failed_after * 1000:.1f} ms after the kill")
 
