@@ -36,10 +36,13 @@ read-modify-write anywhere.
 Differences from the manager backend (also in the README):
 
 * Locks and semaphore permits are *leases*: the holder's process renews them
-  from a background thread; if the holder dies they expire within their lease
-  (default 10 s) instead of being released at once on disconnect.  A holder
-  that stalls for longer than its lease (or loses Redis for that long) loses
-  the lock, and its ``release()`` raises ``NotOwnerError``.
+  from a background thread.  A thread that ends or a process that exits
+  normally gives them back at once (within ``RENEWER_TICK`` for a thread), but
+  a killed holder's lease only expires within its lease time (default 10 s),
+  where the manager releases at once on disconnect.  A holder that stalls for
+  longer than its lease (or loses Redis for that long) loses the lock, and its
+  ``release()`` raises ``NotOwnerError``.  The manager's ``lease=`` is a
+  maximum hold time; here it is how long a silent holder is trusted.
 * Waiters are woken by blocking list pops and pub/sub, capped at the lease's
   remaining time to live; they are not served first-come first-served.
 * Counters and ``Dict.increment`` values are 64-bit signed integers.  Dict keys
@@ -292,7 +295,9 @@ class _Process:
     # -- holdings and their renewal --
 
     def held(self, key: tuple[str, str, str, int]) -> list[_Holding]:
-        return self.holdings.get(key, [])
+        """This thread's holdings under ``key`` (a reused thread id inherits nothing)."""
+        me = threading.current_thread()
+        return [h for h in self.holdings.get(key, ()) if h.thread is me]
 
     def add(self, key: tuple[str, str, str, int], holding: _Holding) -> None:
         with self.lock:
@@ -310,9 +315,11 @@ class _Process:
                 self.renewing.notify()
 
     def pop(self, key: tuple[str, str, str, int]) -> _Holding | None:
+        """Take this thread's newest holding under ``key`` off the books."""
+        me = threading.current_thread()
         with self.lock:
             held = self.holdings.get(key)
-            if not held:
+            if not held or held[-1].thread is not me:
                 return None
             holding = held.pop()
             if not held:
