@@ -39,7 +39,9 @@ def semaphore_guarded_count(sem: Any, inside: Any, peak: Any, n: int) -> int:
     return n
 
 
-def wait_for_event(event: Any, timeout: float) -> bool:
+def announce_then_wait(event: Any, started: Any, timeout: float) -> bool:
+    """Say "started" through a counter, then wait for ``event``."""
+    started.increment()
     return bool(event.wait(timeout))
 
 

@@ -24,6 +24,7 @@ import pytest
 import proxyshare
 from tests.integration.redis_workers import (
     acquire_and_return,
+    announce_then_wait,
     dict_increment_many,
     dict_view_in_worker,
     flush_prefix,
@@ -32,7 +33,6 @@ from tests.integration.redis_workers import (
     put_range,
     semaphore_guarded_count,
     take_permit_then_signal,
-    wait_for_event,
 )
 from tests.support import increment_many, kill_hard, locked_read_modify_write, wait_until
 
@@ -414,10 +414,10 @@ def test_event_set_clear_and_wait(backend: Any) -> None:
 def test_event_wait_in_a_worker_wakes_on_set(
     backend: Any, mp_context: multiprocessing.context.BaseContext
 ) -> None:
-    event = backend.event("go")
+    event, started = backend.event("go"), backend.counter("go-started")
     with cf.ProcessPoolExecutor(1, mp_context=mp_context) as pool:
-        future = pool.submit(wait_for_event, event, 60)
-        time.sleep(0.2)  # let it park (the result is True either way)
+        future = pool.submit(announce_then_wait, event, started, 60)
+        wait_until(lambda: started.get() == 1, timeout=60)
         event.set()
         assert future.result(timeout=60) is True
 
