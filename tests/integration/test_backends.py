@@ -762,3 +762,19 @@ def test_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
     ref = RedisRef(url, "p:")
     assert ref.address == shown
     assert "pw-1" not in repr(ref)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_redis_proxies_work_in_dask_workers(redis_mgr: Any) -> None:
+    distributed = pytest.importorskip("distributed")
+    counter = redis_mgr.counter("dask")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        futures = [client.submit(increment_many, counter, 100, pure=False) for _ in range(2)]
+        assert sum(client.gather(futures)) == 200
+    assert counter.get() == 200
