@@ -580,6 +580,11 @@ return 1
 _QUEUE_PUT_MANY = _Script(
     """
 if redis.call('HGET', KEYS[3], 'closed') then return redis.error_reply('PSCLOSED') end
+local max = tonumber(redis.call('HGET', KEYS[3], 'maxsize'))
+local size = redis.call('LLEN', KEYS[2])
+-- all or nothing, like the manager: a bounded queue takes the batch once it fits
+-- (an empty queue takes any batch)
+if max > 0 and size > 0 and size + #ARGV - 2 > max then return 0 end
 for i = 3, #ARGV, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
@@ -1105,12 +1110,27 @@ def _queue_put(
         ref.execute("BLPOP", keys[2], max(wait, 0.001), name=name, kind="queue")
 
 
-def _queue_put_many(ref: RedisRef, name: str, items: list[Any]) -> None:
+def _queue_put_many(
+    ref: RedisRef, name: str, items: list[Any], block: bool = True, timeout: float | None = None
+) -> None:
+    seconds = _check_timeout(block, timeout)
     data = [_dumps(item) for item in items]
-    if data:
-        ref.script(_QUEUE_PUT_MANY, name, "queue", _queue_keys(ref, name), data)
-    else:
+    if not data:
         _queue_info(ref, name)  # nothing to add; still check the name and kind
+        return
+    keys = _queue_keys(ref, name)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while True:
+        if ref.script(_QUEUE_PUT_MANY, name, "queue", keys, data):
+            return
+        if not block:
+            raise _queue.Full
+        wait = WAIT_SLICE
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                raise _queue.Full
+        ref.execute("BLPOP", keys[2], max(wait, 0.001), name=name, kind="queue")
 
 
 def _queue_take(

@@ -399,7 +399,7 @@ WRONG_CALLS: list[tuple[str, str, tuple[Any, ...], dict[str, Any], type[BaseExce
     ("client", "lock", ("c",), {}, proxyshare.ResourceKindError, "already a counter"),
     ("client", "lock", ("l2",), {"lease": -1}, ValueError, "lease must be"),
     ("client", "queue", ("q2",), {"maxsize": "x"}, TypeError, "must be an int"),
-    ("client", "semaphore", ("s2",), {"value": -1}, ValueError, ">= 0"),
+    ("client", "semaphore", ("s2",), {"value": -1}, ValueError, ">= 1"),
     ("client", "barrier", ("b2",), {"parties": 0}, ValueError, "parties must be"),
     ("client", "barrier", ("b",), {"parties": 3}, ValueError, "already exists"),
     ("client", "delete", ([],), {}, TypeError, "unhashable"),

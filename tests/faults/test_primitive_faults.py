@@ -165,9 +165,9 @@ def test_items_whose_reply_cannot_be_delivered_go_back_to_the_front(
     try:
         # The client can no longer read: the server takes the items, then its
         # reply fails -- as when a consumer dies between asking and receiving.
-        with socket.socket(fileno=os.dup(channel._conn.fileno())) as sock:
+        with socket.socket(fileno=os.dup(channel._wire.fileno())) as sock:
             sock.shutdown(socket.SHUT_RD)
-        channel._conn.send_bytes(pickle.dumps(request_, P.PICKLE_PROTOCOL))
+        channel._wire.send_bytes(pickle.dumps(request_, P.PICKLE_PROTOCOL))
         wait_until(lambda: _session_count(manager) == 1)  # the server dropped it
     finally:
         channel.close()
