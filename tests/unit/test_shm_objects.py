@@ -6,6 +6,7 @@ on them directly, as ``open_shm_counter``/``open_shm_lock`` would.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import threading
@@ -23,6 +24,7 @@ from proxyshare._shm import (
     ShmCounterResource,
     ShmLockResource,
 )
+from tests.support import wait_until
 
 REF = ServerRef("unix:/nonexistent/proxyshare.sock", b"unused")
 
@@ -254,6 +256,25 @@ def test_two_objects_for_one_lock_share_ownership_in_a_thread(
     first.acquire()
     second.release()  # owned by the thread, whichever object took it (as served locks)
     assert not first.locked()
+
+
+def test_a_lock_taken_through_a_temporary_object_stays_taken(
+    lock_resource: ShmLockResource,
+) -> None:
+    lock_on(lock_resource).acquire()
+    gc.collect()
+    assert lock_on(lock_resource).locked()
+    lock_on(lock_resource).release()
+    assert not lock_on(lock_resource).locked()
+
+
+def test_a_thread_that_ends_holding_the_lock_releases_it(lock_resource: ShmLockResource) -> None:
+    lock = lock_on(lock_resource)
+    holder = threading.Thread(target=lock.acquire)
+    holder.start()
+    holder.join(30)
+    wait_until(lambda: lock.acquire(blocking=False))
+    lock.release()
 
 
 @pytest.mark.parametrize(
