@@ -137,8 +137,7 @@ _time = time.time
 
 def _check_value(value: object, what: str) -> int:
     """A 64-bit signed int, or TypeError/OverflowError like the served counter."""
-    _check_int(value, what)
-    assert isinstance(value, int)  # narrowed for mypy; _check_int raised otherwise
+    value = _check_int(value, what)
     if not INT64_MIN <= value <= INT64_MAX:
         raise OverflowError(
             f"{what}={value} does not fit in a shared-memory counter (64-bit signed: "
@@ -255,9 +254,14 @@ class _Handle:
                 f"e.g. another host or container); {self.served_hint()}"
             ) from None
         except OSError as exc:
+            why = (
+                "only processes of the server's user can use it"
+                if isinstance(exc, PermissionError)
+                else "it is not a proxyshare file"
+            )
             raise ProxyShareError(
-                f"cannot open the file of {self.what()}, {self.path} ({exc.strerror}): only "
-                f"processes of the server's user can use it; {self.served_hint()}"
+                f"cannot open the file of {self.what()}, {self.path} ({exc.strerror}): "
+                f"{why}; {self.served_hint()}"
             ) from None
         try:
             if os.fstat(fd).st_size < FILE_SIZE:
@@ -508,17 +512,21 @@ class SharedMemoryLock(_SharedMemoryMixin, Lock):
                 )
             time.sleep(seconds)  # as the served lock: wait out the timeout, then fail
             return False
-        if seconds is None and blocking:
+        if not blocking:
+            try:
+                _flock(fd, _LOCK_EX_NB)
+            except BlockingIOError:
+                return False
+            return True
+        if seconds is None:
             _flock(fd, _LOCK_EX)
             return True
+        # flock() cannot time out: poll with a short, growing pause.
         try:
             _flock(fd, _LOCK_EX_NB)
             return True
         except BlockingIOError:
-            if not blocking:
-                return False
-        # flock() cannot time out: poll with a short, growing pause.
-        assert seconds is not None  # blocking with a timeout, checked above
+            pass
         deadline = time.monotonic() + seconds
         pause = POLL_FIRST
         while True:
