@@ -172,7 +172,7 @@ class ShareManager(managers.BaseManager):
         if shared_memory:
             from proxyshare._shm import open_shm_counter
 
-            return open_shm_counter(self, name, initial)  # type: ignore[no-any-return]
+            return open_shm_counter(self, name, initial)
         return Counter(self._open(name, "counter", {"initial": initial}), name)
 
     def lock(self, name: str, *, lease: float | None = None, shared_memory: bool = False) -> Lock:
@@ -183,7 +183,7 @@ class ShareManager(managers.BaseManager):
         if shared_memory:
             from proxyshare._shm import open_shm_lock
 
-            return open_shm_lock(self, name)  # type: ignore[no-any-return]
+            return open_shm_lock(self, name, lease=lease)
         return Lock(self._open(name, "lock", {"lease": lease}), name)
 
     def dict(self, name: str) -> Dict:

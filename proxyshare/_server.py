@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from multiprocessing import connection as mpc
 from multiprocessing import managers, process
-from typing import Any
+from typing import Any, ClassVar
 
 from proxyshare import _protocol as P
 from proxyshare._errors import (
@@ -45,6 +45,7 @@ from proxyshare._resources import (
     SemaphoreResource,
     SessionGone,
 )
+from proxyshare._shm import SHM_RESOURCE_TYPES
 from proxyshare._wire import FramedSocket
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
@@ -439,7 +440,8 @@ class ShareServer(managers.Server):
                 resource.check_options(options)
         return resource.options()
 
-    extra_kinds: dict[str, type[Resource]] = {}  # kinds added by other modules (shm)
+    # Kinds defined outside _resources: the shared-memory fast path (_shm).
+    extra_kinds: ClassVar[dict[str, type[Resource]]] = dict(SHM_RESOURCE_TYPES)
 
     def _op_delete(self, session: Session, name: str) -> bool:
         with self.registry_lock:
