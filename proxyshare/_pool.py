@@ -1,11 +1,280 @@
-"""The checking ``ProcessPoolExecutor`` (work in progress: see issue 4)."""
+"""The checking ``ProcessPoolExecutor``: the stdlib one, minus its silent failures.
+
+    pool.submit(fn, *args, **kwargs)
+      ├─ check_call(): can every argument reach a worker?
+      │     no  ─▶ UnshareableArgumentError here, naming the argument and what to use
+      ├─ the stdlib submit(): call queue ─▶ worker ─▶ result queue ─▶ future
+      └─ the future is watched:
+            failed, and nobody called result()/exception()
+                ─▶ logged (logger "proxyshare", ERROR, remote traceback included)
+                   at executor shutdown or when the future is collected, once
+            a worker died (BrokenProcessPool)
+                ─▶ the error names this future's task
+
+Everything else — constructor, ``map``, ``shutdown``, context manager — is the
+stdlib's, so adopting it is one import line.
+"""
 
 from __future__ import annotations
 
-import concurrent.futures
+import concurrent.futures as cf
+import functools
+import logging
+import multiprocessing
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import process as _stdlib_process
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
+from typing import Any, TypeVar
+
+from proxyshare._check import (
+    check_call,
+    check_initializer,
+    check_map_function,
+    check_map_item,
+    short_repr,
+)
 
 __all__ = ["ProcessPoolExecutor"]
 
+logger = logging.getLogger("proxyshare")
 
-class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
-    """Drop-in for the stdlib executor."""
+T = TypeVar("T")
+
+# The stdlib's map() sends chunks as partial(_process_chunk, fn): those submits
+# carry elements that map() below has already checked one by one.
+_PROCESS_CHUNK: Any = getattr(_stdlib_process, "_process_chunk", None)
+_TASK_REPR_LIMIT = 300
+_report_lock = threading.Lock()
+
+
+class _Group:
+    """Futures whose failures are seen or reported together: one submit(), or one map()."""
+
+    __slots__ = ("reported", "seen")
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.reported = False
+
+
+class _WatchedFuture(cf.Future):  # type: ignore[type-arg]
+    """A stdlib future that knows whether its exception was looked at.
+
+    ``submit`` switches the future the stdlib made to this class (it adds no
+    state of its own to the layout) rather than re-implementing ``submit``.
+    """
+
+    _ps_group: _Group | None = None  # None: do not log
+    _ps_call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None
+    _ps_task: str = ""
+    _ps_broken: BaseException | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        except BaseException as exc:
+            if exc is not self._ps_stored():
+                raise  # a timeout or cancellation: the outcome was not seen
+            self._ps_mark_seen()
+            delivered = self._ps_deliver(exc)
+            if delivered is exc:
+                raise
+            raise delivered from exc
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        exc = super().exception(timeout)
+        self._ps_mark_seen()
+        return None if exc is None else self._ps_deliver(exc)
+
+    def _ps_stored(self) -> BaseException | None:
+        """The task's exception, without counting as a look at it."""
+        if not self.done() or self.cancelled():
+            return None
+        return cf.Future.exception(self, 0)
+
+    def _ps_mark_seen(self) -> None:
+        if self._ps_group is not None:
+            self._ps_group.seen = True
+
+    def _ps_deliver(self, exc: BaseException) -> BaseException:
+        """``exc``, or for a dead worker a ``BrokenProcessPool`` naming this task."""
+        if not isinstance(exc, BrokenProcessPool) or not self._ps_task:
+            return exc
+        if self._ps_broken is None:
+            broken = BrokenProcessPool(
+                f"{exc} This future's task: {self._ps_task}. (Every task pending when a "
+                "worker dies fails with this error; the pool cannot tell whose worker died.)"
+            )
+            broken.__cause__ = exc
+            self._ps_broken = broken
+        return self._ps_broken
+
+    def __del__(self) -> None:
+        _report(self, "before its future was garbage-collected")
+
+
+class _FailedFutures:
+    """The failed futures of one executor, weakly held, for the report at shutdown."""
+
+    __slots__ = ("_futures", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: weakref.WeakSet[_WatchedFuture] = weakref.WeakSet()
+
+    def add(self, future: _WatchedFuture) -> None:
+        with self._lock:
+            self._futures.add(future)
+
+    def drain(self) -> list[_WatchedFuture]:
+        with self._lock:
+            futures = list(self._futures)
+            self._futures.clear()
+        return futures
+
+
+def _on_done(failed: _FailedFutures, future: _WatchedFuture) -> None:
+    """Runs once the task finishes: drop its arguments, describe it if it failed."""
+    call, future._ps_call = future._ps_call, None
+    if future._ps_stored() is None:
+        return
+    if call is not None:
+        future._ps_task = _describe(*call)
+    if future._ps_group is not None:
+        failed.add(future)
+
+
+def _report(future: _WatchedFuture, when: str) -> None:
+    """Log the future's exception unless somebody saw it; at most once per group."""
+    group = future._ps_group
+    if group is None:
+        return
+    exc = future._ps_stored()
+    if exc is None:
+        return
+    with _report_lock:
+        if group.seen or group.reported:
+            return
+        group.reported = True
+    logger.error(
+        "task %s raised %s: %s, and nobody retrieved it (no result() or exception() call %s). "
+        "Call result() on every future, or pass log_unretrieved=False to silence this.",
+        future._ps_task or "<unknown>",
+        type(exc).__name__,
+        exc,
+        when,
+        exc_info=exc,
+    )
+
+
+def _function_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None)
+    if not isinstance(name, str):
+        return short_repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if isinstance(module, str) and module != "builtins" else name
+
+
+def _describe(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``module.fn(arg, ..., key=value)``, each repr and the whole bounded."""
+    if isinstance(fn, functools.partial) and fn.func is _PROCESS_CHUNK and fn.args and args:
+        chunk = args[0]
+        first = _describe(fn.args[0], tuple(chunk[0]), {}) if chunk else "(empty)"
+        return f"map() chunk of {len(chunk)} element(s), the first: {first}"
+    parts = [short_repr(value) for value in args]
+    parts += [f"{key}={short_repr(value)}" for key, value in kwargs.items()]
+    text = f"{_function_name(fn)}({', '.join(parts)})"
+    if len(text) > _TASK_REPR_LIMIT:
+        text = text[: _TASK_REPR_LIMIT - 4] + "...)"
+    return text
+
+
+def _default_start_method(mp_context: BaseContext | None, kwargs: dict[str, Any]) -> str:
+    if mp_context is not None:
+        return str(mp_context.get_start_method())
+    if kwargs.get("max_tasks_per_child") is not None:
+        return "spawn"  # what the stdlib picks when workers are replaced
+    return str(multiprocessing.get_context().get_start_method())
+
+
+class ProcessPoolExecutor(cf.ProcessPoolExecutor):
+    """``concurrent.futures.ProcessPoolExecutor`` that refuses what cannot be shared.
+
+    >>> with proxyshare.ProcessPoolExecutor(4) as pool:      # doctest: +SKIP
+    ...     pool.submit(work, multiprocessing.Value("i"))
+    UnshareableArgumentError: args[0] is a multiprocessing.Value (...) ... use mgr.counter(name)
+
+    Same arguments as the stdlib class, plus ``log_unretrieved``: when true
+    (the default) the exception of a future that nobody looked at is logged
+    to the ``proxyshare`` logger when the executor shuts down or the future
+    is collected.  ``initargs`` may hold ``multiprocessing`` primitives (they
+    reach the workers by inheritance) and proxies; thread-level objects are
+    refused there too.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        log_unretrieved: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        start_method = _default_start_method(mp_context, kwargs)
+        check_initializer(
+            initializer,
+            tuple(initargs) if isinstance(initargs, (tuple, list)) else (initargs,),
+            start_method,
+        )
+        super().__init__(max_workers, mp_context, initializer, initargs, **kwargs)
+        self._ps_log = log_unretrieved
+        self._ps_failed = _FailedFutures()
+        self._ps_on_done = functools.partial(_on_done, self._ps_failed)
+        self._ps_map_groups: weakref.WeakKeyDictionary[Any, _Group] = weakref.WeakKeyDictionary()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> cf.Future[T]:
+        """Check the arguments, then submit as the stdlib does."""
+        if type(fn) is functools.partial and fn.func is _PROCESS_CHUNK:
+            group = self._ps_map_groups.get(fn)
+            if group is None:
+                group = self._ps_map_groups.setdefault(fn, _Group())
+        else:
+            check_call(fn, args, kwargs)
+            group = _Group()
+        future = super().submit(fn, *args, **kwargs)
+        future.__class__ = _WatchedFuture
+        watched: _WatchedFuture = future  # type: ignore[assignment]
+        watched._ps_group = group if self._ps_log else None
+        watched._ps_call = (fn, args, kwargs)
+        future.add_done_callback(self._ps_on_done)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        **kwargs: Any,
+    ) -> Iterator[T]:
+        """The stdlib ``map``, with each element checked as it is taken."""
+        check_map_function(fn)
+        checked = [_checked(iterable, index) for index, iterable in enumerate(iterables)]
+        return super().map(fn, *checked, timeout=timeout, chunksize=chunksize, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Shut down as the stdlib does, then log failures nobody retrieved."""
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        for future in self._ps_failed.drain():
+            _report(future, "before the executor shut down")
+
+
+def _checked(iterable: Iterable[Any], index: int) -> Iterator[Any]:
+    for position, value in enumerate(iterable):
+        check_map_item(value, index, position)
+        yield value
