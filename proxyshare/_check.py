@@ -34,7 +34,6 @@ import queue
 import socket
 import threading
 import types
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing import managers
 from multiprocessing.reduction import ForkingPickler
@@ -257,17 +256,6 @@ def _stand_in(obj: Any) -> tuple[Any, ...]:
     return (type(None), ())
 
 
-class _ProbePickler(pickle.Pickler):
-    """Pickles like the executor does (multiprocessing's reducers included) into a sink."""
-
-    def __init__(self, overrides: Mapping[type, Callable[[Any], Any]]) -> None:
-        super().__init__(_SINK, 5, buffer_callback=_drop_buffer)
-        table = dict(copyreg.dispatch_table)
-        table.update(getattr(ForkingPickler, "_extra_reducers", {}))
-        table.update(overrides)
-        self.dispatch_table = table
-
-
 def _connection_type() -> type | None:
     try:
         from multiprocessing.connection import Connection
@@ -290,37 +278,74 @@ for _klass, _v in _VERDICTS.items():
         _INHERIT_OVERRIDES[_klass] = _stand_in
 
 
-def _probe(obj: Any, overrides: Mapping[type, Callable[[Any], Any]]) -> Exception | None:
-    """None if ``obj`` pickles, else the error pickling raised."""
+_tables: dict[bool, tuple[tuple[int, int], dict[Any, Any]]] = {}
+
+
+def _dispatch_table(inherit: bool) -> dict[Any, Any]:
+    """copyreg's reducers, multiprocessing's, and our overrides; rebuilt on registration."""
+    extra: dict[Any, Any] = getattr(ForkingPickler, "_extra_reducers", {})
+    stamp = (len(copyreg.dispatch_table), len(extra))
+    cached = _tables.get(inherit)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    overrides = _INHERIT_OVERRIDES if inherit else _SEND_OVERRIDES
+    table = {**copyreg.dispatch_table, **extra, **overrides}
+    _tables[inherit] = (stamp, table)
+    return table
+
+
+_local = threading.local()
+
+
+def _probe(obj: Any, inherit: bool) -> Exception | None:
+    """None if ``obj`` pickles as the executor would pickle it, else the error raised."""
+    # One pickler per thread and mode, reused: making one costs more than a small dump.
+    picklers: dict[bool, pickle.Pickler] | None = getattr(_local, "picklers", None)
+    if picklers is None:
+        picklers = _local.picklers = {}
+    pickler = picklers.get(inherit)
+    if pickler is None:
+        pickler = picklers[inherit] = pickle.Pickler(_SINK, 5, buffer_callback=_drop_buffer)
+    pickler.dispatch_table = _dispatch_table(inherit)
     try:
-        _ProbePickler(overrides).dump(obj)
+        pickler.dump(obj)
     except Exception as exc:  # the caller turns it into UnshareableArgumentError
         return exc
+    finally:
+        pickler.clear_memo()  # the memo would keep every probed object alive
     return None
 
 
 # -- the walk -------------------------------------------------------------------------
 
-# Functions already pickled successfully (by reference): not probed again.
-_good_functions: weakref.WeakSet[Any] = weakref.WeakSet()
-_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType)
+# Functions already pickled successfully: by reference, so they are module-level
+# and live as long as their module anyway.  Bounded in case functions are made
+# on the fly.
+_good_functions: set[Any] = set()  # functions and classes
+_GOOD_FUNCTIONS_MAX = 4096
+# Pickled by reference (module + name): once one pickles, it always will.
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, type)
 
 
 class _Walk:
     """One check of one call: the cheap walk, then one probe of the leftovers."""
 
-    __slots__ = ("budget", "inherit", "pending")
+    __slots__ = ("budget", "inherit", "pending", "seen")
 
     def __init__(self, inherit: bool = False) -> None:
         self.budget = NODE_BUDGET
         self.inherit = inherit
         self.pending: list[tuple[Path, Any]] = []
+        self.seen: set[int] = set()  # containers already walked (shared or cyclic)
 
     def visit(self, obj: Any, path: Path, depth: int = 0) -> None:
         kind = type(obj)
         if kind in _ATOMS:
             return
         if kind in _CONTAINERS:
+            if id(obj) in self.seen:
+                return
+            self.seen.add(id(obj))
             size = len(obj)
             if depth >= MAX_DEPTH or size > self.budget:
                 self.pending.append((path, obj))  # let pickle walk it, at C speed
@@ -357,20 +382,22 @@ class _Walk:
         """Probe everything the walk could not vouch for; raise for the first culprit."""
         if not self.pending:
             return
-        overrides = _INHERIT_OVERRIDES if self.inherit else _SEND_OVERRIDES
-        if _probe([obj for _path, obj in self.pending], overrides) is None:
+        inherit = self.inherit
+        if _probe([obj for _path, obj in self.pending], inherit) is None:
             for _path, obj in self.pending:
                 if type(obj) in _FUNCTION_TYPES:
+                    if len(_good_functions) >= _GOOD_FUNCTIONS_MAX:
+                        _good_functions.clear()
                     _good_functions.add(obj)
             return
         for path, obj in self.pending:
-            error = _probe(obj, overrides)
+            error = _probe(obj, inherit)
             if error is not None:
-                raise _locate(path, obj, error, self.inherit, overrides, set())
+                raise _locate(path, obj, error, inherit, set())
         # Each piece pickles alone but not together (e.g. one reducer with state):
         # report the first piece, with the combined error.
         path, obj = self.pending[0]
-        raise _generic_error(path, obj, _probe([o for _p, o in self.pending], overrides))
+        raise _generic_error(path, obj, _probe([o for _p, o in self.pending], inherit))
 
 
 def _children(obj: Any) -> Iterator[tuple[str, Any, Any]]:
@@ -415,7 +442,6 @@ def _locate(
     obj: Any,
     error: Exception,
     inherit: bool,
-    overrides: Mapping[type, Callable[[Any], Any]],
     seen: set[int],
     depth: int = 0,
 ) -> UnshareableArgumentError:
@@ -428,10 +454,10 @@ def _locate(
         for kind, key, child in _children(obj):
             if type(child) in _ATOMS or isinstance(child, _PASSES) or id(child) in seen:
                 continue
-            child_error = _probe(child, overrides)
+            child_error = _probe(child, inherit)
             if child_error is not None:
                 child_path = (path, kind, key)
-                return _locate(child_path, child, child_error, inherit, overrides, seen, depth + 1)
+                return _locate(child_path, child, child_error, inherit, seen, depth + 1)
     return _generic_error(path, obj, error)
 
 
@@ -477,14 +503,16 @@ def _generic_error(path: Path, obj: Any, error: Exception | None) -> Unshareable
 def check_call(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     """Raise ``UnshareableArgumentError`` if ``fn(*args, **kwargs)`` cannot be sent."""
     walk = _Walk()
-    walk.visit(fn, _root("fn"))
+    if type(fn) not in _FUNCTION_TYPES or fn not in _good_functions:
+        walk.visit(fn, _root("fn"))
     for index, value in enumerate(args):
         if type(value) not in _ATOMS:
             walk.visit(value, _root(f"args[{index}]"))
     for name, value in kwargs.items():
         if type(value) not in _ATOMS:
             walk.visit(value, _root(f"kwargs[{name!r}]"))
-    walk.finish()
+    if walk.pending:
+        walk.finish()
 
 
 def check_map_function(fn: Any) -> None:

@@ -53,9 +53,10 @@ _report_lock = threading.Lock()
 class _Group:
     """Futures whose failures are seen or reported together: one submit(), or one map()."""
 
-    __slots__ = ("reported", "seen")
+    __slots__ = ("mapped", "reported", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, mapped: bool = False) -> None:
+        self.mapped = mapped
         self.seen = False
         self.reported = False
 
@@ -160,12 +161,13 @@ def _report(future: _WatchedFuture, when: str) -> None:
             return
         group.reported = True
     logger.error(
-        "task %s raised %s: %s, and nobody retrieved it (no result() or exception() call %s). "
+        "task %s raised %s: %s, and nobody retrieved it (no result() or exception() call %s)%s. "
         "Call result() on every future, or pass log_unretrieved=False to silence this.",
         future._ps_task or "<unknown>",
         type(exc).__name__,
         exc,
         when,
+        "; later failures of the same map() call are not logged" if group.mapped else "",
         exc_info=exc,
     )
 
@@ -242,7 +244,7 @@ class ProcessPoolExecutor(cf.ProcessPoolExecutor):
         if type(fn) is functools.partial and fn.func is _PROCESS_CHUNK:
             group = self._ps_map_groups.get(fn)
             if group is None:
-                group = self._ps_map_groups.setdefault(fn, _Group())
+                group = self._ps_map_groups.setdefault(fn, _Group(mapped=True))
         else:
             check_call(fn, args, kwargs)
             group = _Group()
