@@ -51,12 +51,11 @@ _report_lock = threading.Lock()
 
 
 class _Group:
-    """Futures whose failures are seen or reported together: one submit(), or one map()."""
+    """The futures of one map() call: one failure seen or reported stands for all."""
 
-    __slots__ = ("mapped", "reported", "seen")
+    __slots__ = ("reported", "seen")
 
-    def __init__(self, mapped: bool = False) -> None:
-        self.mapped = mapped
+    def __init__(self) -> None:
         self.seen = False
         self.reported = False
 
@@ -66,19 +65,24 @@ class _WatchedFuture(cf.Future):  # type: ignore[type-arg]
 
     ``submit`` switches the future the stdlib made to this class (it adds no
     state of its own to the layout) rather than re-implementing ``submit``.
+    Defaults live on the class so that a submit sets as little as possible.
     """
 
-    _ps_group: _Group | None = None  # None: do not log
-    _ps_call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None
-    _ps_task: str = ""
+    _ps_log = True  # False when the executor was made with log_unretrieved=False
+    _ps_group: _Group | None = None  # the map() call this future belongs to
+    _ps_call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None  # until done
+    _ps_failure: BaseException | None = None  # the task's exception, once done
+    _ps_task = ""  # "module.fn(args...)", once failed
+    _ps_seen = False
+    _ps_reported = False
     _ps_broken: BaseException | None = None
 
     def result(self, timeout: float | None = None) -> Any:
         try:
             return super().result(timeout)
         except BaseException as exc:
-            if exc is not self._ps_stored():
-                raise  # a timeout or cancellation: the outcome was not seen
+            if not self.done() or self.cancelled() or exc is not cf.Future.exception(self, 0):
+                raise  # a timeout, a cancellation, an interrupt: the outcome was not seen
             self._ps_mark_seen()
             delivered = self._ps_deliver(exc)
             if delivered is exc:
@@ -90,31 +94,30 @@ class _WatchedFuture(cf.Future):  # type: ignore[type-arg]
         self._ps_mark_seen()
         return None if exc is None else self._ps_deliver(exc)
 
-    def _ps_stored(self) -> BaseException | None:
-        """The task's exception, without counting as a look at it."""
-        if not self.done() or self.cancelled():
-            return None
-        return cf.Future.exception(self, 0)
-
     def _ps_mark_seen(self) -> None:
+        self._ps_seen = True
         if self._ps_group is not None:
             self._ps_group.seen = True
 
     def _ps_deliver(self, exc: BaseException) -> BaseException:
         """``exc``, or for a dead worker a ``BrokenProcessPool`` naming this task."""
-        if not isinstance(exc, BrokenProcessPool) or not self._ps_task:
+        if not isinstance(exc, BrokenProcessPool):
             return exc
         if self._ps_broken is None:
+            # The waiter may wake before _on_done ran: describe from the call then.
+            call = self._ps_call
+            task = self._ps_task or (_describe(*call) if call is not None else self._ps_task)
             broken = BrokenProcessPool(
-                f"{exc} This future's task: {self._ps_task}. (Every task pending when a "
-                "worker dies fails with this error; the pool cannot tell whose worker died.)"
+                f"{exc} This future's task: {task or '<unknown>'}. (Every task pending when "
+                "a worker dies fails with this error; the pool cannot tell whose worker died.)"
             )
             broken.__cause__ = exc
             self._ps_broken = broken
         return self._ps_broken
 
     def __del__(self) -> None:
-        _report(self, "before its future was garbage-collected")
+        if self._ps_failure is not None:
+            _report(self, "before its future was garbage-collected")
 
 
 class _FailedFutures:
@@ -138,28 +141,37 @@ class _FailedFutures:
 
 
 def _on_done(failed: _FailedFutures, future: _WatchedFuture) -> None:
-    """Runs once the task finishes: drop its arguments, describe it if it failed."""
-    call, future._ps_call = future._ps_call, None
-    if future._ps_stored() is None:
+    """Runs once the task finishes: describe it if it failed, drop its arguments."""
+    try:
+        exc = cf.Future.exception(future, 0)
+        if exc is None:
+            return
+        call = future._ps_call
+        if call is not None:
+            future._ps_task = _describe(*call)
+        future._ps_failure = exc
+        if future._ps_log:
+            failed.add(future)
+    except cf.CancelledError:
         return
-    if call is not None:
-        future._ps_task = _describe(*call)
-    if future._ps_group is not None:
-        failed.add(future)
+    finally:
+        future._ps_call = None  # after _ps_task is set: see _ps_deliver
 
 
 def _report(future: _WatchedFuture, when: str) -> None:
-    """Log the future's exception unless somebody saw it; at most once per group."""
+    """Log the failure unless somebody saw it; once per future, once per map() call."""
+    exc = future._ps_failure
+    if exc is None or not future._ps_log:
+        return
     group = future._ps_group
-    if group is None:
-        return
-    exc = future._ps_stored()
-    if exc is None:
-        return
     with _report_lock:
-        if group.seen or group.reported:
+        if future._ps_seen or future._ps_reported:
             return
-        group.reported = True
+        if group is not None:
+            if group.seen or group.reported:
+                return
+            group.reported = True
+        future._ps_reported = True
     logger.error(
         "task %s raised %s: %s, and nobody retrieved it (no result() or exception() call %s)%s. "
         "Call result() on every future, or pass log_unretrieved=False to silence this.",
@@ -167,7 +179,7 @@ def _report(future: _WatchedFuture, when: str) -> None:
         type(exc).__name__,
         exc,
         when,
-        "; later failures of the same map() call are not logged" if group.mapped else "",
+        "; later failures of the same map() call are not logged" if group is not None else "",
         exc_info=exc,
     )
 
@@ -241,18 +253,21 @@ class ProcessPoolExecutor(cf.ProcessPoolExecutor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> cf.Future[T]:
         """Check the arguments, then submit as the stdlib does."""
+        group = None
         if type(fn) is functools.partial and fn.func is _PROCESS_CHUNK:
             group = self._ps_map_groups.get(fn)
             if group is None:
-                group = self._ps_map_groups.setdefault(fn, _Group(mapped=True))
+                group = self._ps_map_groups.setdefault(fn, _Group())
         else:
             check_call(fn, args, kwargs)
-            group = _Group()
         future = super().submit(fn, *args, **kwargs)
         future.__class__ = _WatchedFuture
         watched: _WatchedFuture = future  # type: ignore[assignment]
-        watched._ps_group = group if self._ps_log else None
         watched._ps_call = (fn, args, kwargs)
+        if group is not None:
+            watched._ps_group = group
+        if not self._ps_log:
+            watched._ps_log = False
         future.add_done_callback(self._ps_on_done)
         return future
 
