@@ -47,7 +47,8 @@ T = TypeVar("T")
 # carry elements that map() below has already checked one by one.
 _PROCESS_CHUNK: Any = getattr(_stdlib_process, "_process_chunk", None)
 _TASK_REPR_LIMIT = 300
-_report_lock = threading.Lock()
+# Reentrant: a collection inside the locked block may run another future's __del__.
+_report_lock = threading.RLock()
 
 
 class _Group:
