@@ -222,12 +222,19 @@ class ProcessPoolExecutor(cf.ProcessPoolExecutor):
     ...     pool.submit(work, multiprocessing.Value("i"))
     UnshareableArgumentError: args[0] is a multiprocessing.Value (...) ... use mgr.counter(name)
 
-    Same arguments as the stdlib class, plus ``log_unretrieved``: when true
-    (the default) the exception of a future that nobody looked at is logged
-    to the ``proxyshare`` logger when the executor shuts down or the future
-    is collected.  ``initargs`` may hold ``multiprocessing`` primitives (they
-    reach the workers by inheritance) and proxies; thread-level objects are
-    refused there too.
+    Same arguments as the stdlib class, plus two switches:
+
+    - ``log_unretrieved`` (default true): the exception of a future nobody
+      looked at is logged to the ``proxyshare`` logger when the executor
+      shuts down or the future is collected.
+    - ``check_arguments`` (default true): the check before sending.  It costs
+      about a microsecond for numbers, strings and proxies; arguments it cannot
+      vouch for by type (objects, containers over a thousand items) are
+      pickled once more, so turn it off for hot paths with huge arguments.
+
+    ``initargs`` may hold ``multiprocessing`` primitives (they reach the
+    workers by inheritance) and proxies; thread-level objects are refused
+    there too.
     """
 
     def __init__(
@@ -238,16 +245,18 @@ class ProcessPoolExecutor(cf.ProcessPoolExecutor):
         initargs: tuple[Any, ...] = (),
         *,
         log_unretrieved: bool = True,
+        check_arguments: bool = True,
         **kwargs: Any,
     ) -> None:
-        start_method = _default_start_method(mp_context, kwargs)
-        check_initializer(
-            initializer,
-            tuple(initargs) if isinstance(initargs, (tuple, list)) else (initargs,),
-            start_method,
-        )
+        if check_arguments:
+            check_initializer(
+                initializer,
+                tuple(initargs) if isinstance(initargs, (tuple, list)) else (initargs,),
+                _default_start_method(mp_context, kwargs),
+            )
         super().__init__(max_workers, mp_context, initializer, initargs, **kwargs)
         self._ps_log = log_unretrieved
+        self._ps_check = check_arguments
         self._ps_failed = _FailedFutures()
         self._ps_on_done = functools.partial(_on_done, self._ps_failed)
         self._ps_map_groups: weakref.WeakKeyDictionary[Any, _Group] = weakref.WeakKeyDictionary()
@@ -259,7 +268,7 @@ class ProcessPoolExecutor(cf.ProcessPoolExecutor):
             group = self._ps_map_groups.get(fn)
             if group is None:
                 group = self._ps_map_groups.setdefault(fn, _Group())
-        else:
+        elif self._ps_check:
             check_call(fn, args, kwargs)
         future = super().submit(fn, *args, **kwargs)
         future.__class__ = _WatchedFuture
@@ -281,9 +290,10 @@ class ProcessPoolExecutor(cf.ProcessPoolExecutor):
         **kwargs: Any,
     ) -> Iterator[T]:
         """The stdlib ``map``, with each element checked as it is taken."""
-        check_map_function(fn)
-        checked = [_checked(iterable, index) for index, iterable in enumerate(iterables)]
-        return super().map(fn, *checked, timeout=timeout, chunksize=chunksize, **kwargs)
+        if self._ps_check:
+            check_map_function(fn)
+            iterables = tuple(_checked(iterable, index) for index, iterable in enumerate(iterables))
+        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Shut down as the stdlib does, then log failures nobody retrieved."""

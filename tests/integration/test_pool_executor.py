@@ -150,6 +150,13 @@ def test_map_names_the_element_that_cannot_be_sent() -> None:
         list(pool.map(w.noop, [1, 2, 3], [4, 5, threading.Lock()]))
 
 
+def test_with_the_check_off_the_stdlib_error_lands_in_the_future() -> None:
+    with proxyshare.ProcessPoolExecutor(1, check_arguments=False, log_unretrieved=False) as pool:
+        future = pool.submit(w.noop, MP.Value("i"))
+        error = future.exception(timeout=60)
+    assert isinstance(error, RuntimeError) and "inheritance" in str(error)
+
+
 def test_good_arguments_reach_the_worker(manager: proxyshare.ShareManager) -> None:
     resources = [
         manager.counter("c"),
