@@ -36,6 +36,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing import managers
+from multiprocessing.heap import BufferWrapper
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NamedTuple
 
@@ -168,6 +169,7 @@ _SHARED_CTYPES = Verdict(
     "worker once through ProcessPoolExecutor(initializer=..., initargs=(...))",
     "process",
 )
+_CTYPES_MODULES = frozenset({"ctypes", "multiprocessing.sharedctypes"})
 _LOCAL_FUNCTION = (
     "workers import functions by name: define it at module level (`def name(...):` "
     "in an importable module)"
@@ -183,7 +185,9 @@ def _verdict(obj: Any) -> Verdict | None:
     if isinstance(obj, io.IOBase):
         return _OPEN_FILE
     # ctypes objects living in multiprocessing's shared heap (RawValue, RawArray)
-    if type(obj).__module__ == "ctypes" and hasattr(obj, "_wrapper"):
+    if type(obj).__module__ in _CTYPES_MODULES and isinstance(
+        getattr(obj, "_wrapper", None), BufferWrapper
+    ):
         return _SHARED_CTYPES
     return None
 

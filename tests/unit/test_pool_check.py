@@ -163,6 +163,20 @@ def test_a_pipe_connection_passes() -> None:
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: multiprocessing.RawValue("i"),
+        lambda: multiprocessing.RawArray("i", 3),
+        lambda: multiprocessing.Array("d", 3, lock=False),
+    ],
+    ids=["RawValue", "RawArray", "Array(lock=False)"],
+)
+def test_raw_shared_memory_ctypes_are_refused_with_advice(make: Any) -> None:
+    with pytest.raises(UnshareableArgumentError, match=r"RawValue/RawArray .*mgr\.dict"):
+        check_call(work, (make(),), {})
+
+
 @pytest.fixture
 def mp_value() -> Iterator[Any]:
     yield multiprocessing.get_context("spawn").Value("i", 0)
