@@ -43,6 +43,7 @@ from proxyshare._resources import (
     QueueResource,
     Resource,
     SemaphoreResource,
+    ReplySent,
     SessionGone,
 )
 from proxyshare._shm import SHM_RESOURCE_TYPES
@@ -153,6 +154,14 @@ class Session:
 
     def hold(self, resource: Resource) -> None:
         self.held.add(resource)
+
+    def reply_early(self, result: Any) -> bool:
+        """Answer the call this session's thread is parked in (see ``_resources``)."""
+        try:
+            self.wire.send_bytes(pickle.dumps((P.OK, result), P.PICKLE_PROTOCOL))
+        except OSError:
+            return False  # the client is gone; its thread will find out and clean up
+        return True
 
 
 def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> None:
@@ -337,6 +346,9 @@ class ShareServer(managers.Server):
                 reply = (P.OK, dispatch(session, request))
             except SessionGone:
                 return
+            except ReplySent:
+                session.ops += 1
+                continue
             except BaseException as exc:  # even SystemExit from unpickling: answer, go on
                 if stop.is_set():
                     # Woken because the server is stopping (resources closed under

@@ -59,6 +59,9 @@ class FakeSession:
     def hold(self, resource: Resource) -> None:
         self.held.add(resource)
 
+    def reply_early(self, result: Any) -> bool:
+        return False  # no connection: the woken waiter returns its result itself
+
     def die(self, *resources: Resource) -> None:
         """What the server does when the connection drops."""
         self.dead = True
