@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Union
 
 __all__ = ["Address", "format_address", "is_loopback", "parse_address"]
 
-Address = Union[tuple[str, int], str]
+Address = tuple[str, int] | str
 
 
 def parse_address(address: object) -> Address:

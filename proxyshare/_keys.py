@@ -29,7 +29,9 @@ def read_key_file(path: str | os.PathLike[str]) -> bytes:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
-        raise ProxyShareError(f"cannot read the authkey file {str(path)!r}: {exc.strerror}") from None
+        raise ProxyShareError(
+            f"cannot read the authkey file {str(path)!r}: {exc.strerror}"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ProxyShareError(
             f"the authkey file {str(path)!r} is readable by other users "

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterable
 from multiprocessing import managers, util
 from multiprocessing.context import BaseContext
 from types import TracebackType
@@ -39,6 +40,8 @@ from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Sema
 from proxyshare._server import ShareServer
 
 __all__ = ["ShareManager", "connect"]
+
+_State: Any = getattr(managers, "State")  # noqa: B009  (not in the type stubs)
 
 logger = logging.getLogger("proxyshare")
 
@@ -57,6 +60,13 @@ class ShareManager(managers.BaseManager):
     """
 
     _Server = ShareServer
+
+    # Set by ``BaseManager.__init__``; the type stubs do not declare them.
+    _address: Any
+    _authkey: Any
+    _registry: builtins.dict[str, Any]
+    _serializer: str
+    _state: Any
 
     def __init__(
         self,
@@ -79,12 +89,14 @@ class ShareManager(managers.BaseManager):
         The stdlib's version builds a plain ``Server``; this one builds a
         ``ShareServer`` so every way of serving has the same features.
         """
-        if self._state.value != managers.State.INITIAL:
-            raise ProxyShareError("get_server() needs a manager that is neither started nor connected")
+        if self._state.value != _State.INITIAL:
+            raise ProxyShareError(
+                "get_server() needs a manager that is neither started nor connected"
+            )
         return ShareServer(self._registry, self._address, self._authkey, self._serializer)
 
     @classmethod
-    def _run_server(  # type: ignore[override]
+    def _run_server(
         cls,
         registry: Any,
         address: Any,
@@ -104,7 +116,7 @@ class ShareManager(managers.BaseManager):
         _watch_parent(server)
         server.serve_forever()
 
-    def start(self, initializer: Any = None, initargs: tuple[Any, ...] = ()) -> None:
+    def start(self, initializer: Any = None, initargs: Iterable[Any] = ()) -> None:
         """Start the embedded server process (it exits if this process dies)."""
         super().start(initializer, initargs)
         self._ref = ServerRef(self._address, bytes(self._authkey))
@@ -114,10 +126,10 @@ class ShareManager(managers.BaseManager):
         ref = ServerRef(self._address, bytes(self._authkey))
         ref.channel()  # handshake now, so a wrong key or address fails here
         self._ref = ref
-        self._state.value = managers.State.STARTED
+        self._state.value = _State.STARTED
 
     def __enter__(self) -> ShareManager:
-        if self._state.value == managers.State.INITIAL:
+        if self._state.value == _State.INITIAL:
             self.start()
         return self
 
@@ -228,7 +240,8 @@ class ShareManager(managers.BaseManager):
 
 
 def _reconnect(address: Address, authkey: bytes) -> ShareManager:
-    return connect(address, authkey=authkey)
+    manager: ShareManager = connect(address, authkey=authkey)
+    return manager
 
 
 def _watch_parent(server: ShareServer) -> None:

@@ -26,7 +26,6 @@ from proxyshare._errors import NotOwnerError, ProxyShareError, ResourceNotFoundE
 
 __all__ = [
     "RESOURCE_TYPES",
-    "ReplySent",
     "WAIT_SLICE",
     "BarrierResource",
     "CounterResource",
@@ -34,6 +33,7 @@ __all__ = [
     "EventResource",
     "LockResource",
     "QueueResource",
+    "ReplySent",
     "Resource",
     "SemaphoreResource",
     "SessionGone",

@@ -41,9 +41,9 @@ from proxyshare._resources import (
     EventResource,
     LockResource,
     QueueResource,
+    ReplySent,
     Resource,
     SemaphoreResource,
-    ReplySent,
     SessionGone,
 )
 from proxyshare._shm import SHM_RESOURCE_TYPES
@@ -183,6 +183,10 @@ def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> Non
 class ShareServer(managers.Server):
     """A manager server that also speaks proxyshare's lean session protocol."""
 
+    # Set by ``managers.Server.__init__``; the type stubs do not declare them.
+    listener: Any
+    authkey: bytes
+
     def __init__(self, registry: Any, address: Any, authkey: bytes, serializer: str) -> None:
         super().__init__(registry, address, authkey, serializer)
         self.stop_event = threading.Event()
@@ -205,7 +209,7 @@ class ShareServer(managers.Server):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def serve_forever(self) -> None:  # type: ignore[override]
+    def serve_forever(self) -> None:
         """Serve until ``stop_event`` is set, then close; returns (unlike the stdlib's)."""
         process.current_process()._manager_server = self  # type: ignore[attr-defined]
         accepter = threading.Thread(target=self.accepter, name="proxyshare-accepter", daemon=True)
@@ -327,6 +331,7 @@ class ShareServer(managers.Server):
 
     def _session_loop(self, session: Session) -> None:
         wire = session.wire
+
         def recv() -> memoryview | bytearray:
             return wire.recv_view(MAX_MESSAGE)
 
@@ -421,7 +426,9 @@ class ShareServer(managers.Server):
             return getattr(resource, method)(session, *request[2:])
         handler = self._manager_ops.get(request[0])
         if handler is None:
-            raise ProxyShareError(f"unknown request {request[0]!r}: client and server versions differ?")
+            raise ProxyShareError(
+                f"unknown request {request[0]!r}: client and server versions differ?"
+            )
         return handler(session, *request[1:])
 
     def _wrong_resource(self, name: Any, kind: str, found: Resource | None) -> ProxyShareError:
@@ -432,7 +439,9 @@ class ShareServer(managers.Server):
             )
         return ResourceKindError(f"{name!r} is a {found.kind}, not a {kind}")
 
-    def _op_open(self, session: Session, name: str, kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    def _op_open(
+        self, session: Session, name: str, kind: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a resource name must be a non-empty str, not {name!r}")
         cls = RESOURCE_TYPES.get(kind) or self.extra_kinds.get(kind)
@@ -484,9 +493,7 @@ class ShareServer(managers.Server):
                 "threads": threading.active_count(),
                 "generic_connections": generic,
             },
-            "clients": [
-                {**s.describe(), "since": s.since, "operations": s.ops} for s in sessions
-            ],
+            "clients": [{**s.describe(), "since": s.since, "operations": s.ops} for s in sessions],
             "resources": [r.describe() for r in list(self.resources.values())],
         }
 

@@ -6,6 +6,7 @@ workers can import them by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,17 +40,17 @@ def free_port() -> int:
 def kill_hard(proc: Any) -> None:
     """SIGKILL a Process/Popen (or pid) and reap it."""
     pid = proc if isinstance(proc, int) else proc.pid
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if hasattr(proc, "join"):
         proc.join(5)
     elif hasattr(proc, "wait"):
         proc.wait(5)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m proxyshare ARGS`` and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "proxyshare", *args],

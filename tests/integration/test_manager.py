@@ -179,7 +179,9 @@ def test_waiters_are_granted_first_come_first_served(manager: proxyshare.ShareMa
     procs = []
     try:
         for i in range(4):
-            p = ctx.Process(target=workers.acquire_append_release, args=(lock, log, f"w{i}", started))
+            p = ctx.Process(
+                target=workers.acquire_append_release, args=(lock, log, f"w{i}", started)
+            )
             p.start()
             procs.append(p)
             # the next waiter queues only after this one is parked in the server
@@ -220,7 +222,9 @@ def test_lock_is_released_within_1s_when_its_holder_is_killed(
         kill_hard(proc)
 
 
-def test_a_leased_lock_is_released_when_the_lease_runs_out(manager: proxyshare.ShareManager) -> None:
+def test_a_leased_lock_is_released_when_the_lease_runs_out(
+    manager: proxyshare.ShareManager,
+) -> None:
     lock = manager.lock("leased", lease=0.2)
     lock.acquire()
     wait_until(lambda: not lock.locked(), timeout=5)
@@ -349,7 +353,9 @@ def test_connect_to_a_tcp_server_and_use_it_from_pool_workers(
     client = proxyshare.connect(f"{host}:{port}" if form == "string" else (host, port), authkey=key)
     counter = client.counter("remote")
     with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(workers.many_proxies_one_connection, [counter] * 500) for _ in range(2)]
+        futures = [
+            pool.submit(workers.many_proxies_one_connection, [counter] * 500) for _ in range(2)
+        ]
         assert [f.result(timeout=60) for f in futures] == [500, 500]
     assert counter.get() == 1000
 

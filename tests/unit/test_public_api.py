@@ -41,7 +41,7 @@ def test_import_and_proxy_unpickling_load_no_heavy_modules() -> None:
         "from proxyshare._client import ServerRef\n"
         "from proxyshare._proxies import Counter\n"
         "data = pickle.dumps(Counter(ServerRef('127.0.0.1:1', b'k'), 'x'))\n"
-        "import importlib; [sys.modules.pop(m) for m in list(sys.modules) if m.startswith('proxyshare')]\n"
+        "[sys.modules.pop(m) for m in list(sys.modules) if m.startswith('proxyshare')]\n"
         "import proxyshare; pickle.loads(data)\n"
         "heavy = [m for m in ('pydantic', 'rich', 'matplotlib', 'redis') if m in sys.modules]\n"
         "print(heavy)\n"
