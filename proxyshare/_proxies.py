@@ -111,34 +111,20 @@ class Counter(_Proxy):
         return self._ref.call(P.COUNTER_SWAP, self._name, new)  # type: ignore[no-any-return]
 
 
-class Lock(_Proxy):
-    """A shared lock, owned by the thread of the process that acquired it.
-
-    Waiters are served first come, first served.  If the holder's process
-    dies its connection drops and the lock is released at once.
-
-    >>> with mgr.lock("guard"):            # doctest: +SKIP
-    ...     ...
-    """
+class _Acquirable(_Proxy):
+    """What a lock and a semaphore share: owned acquire/release and ``with``."""
 
     __slots__ = ()
-    kind = "lock"
+    _ACQUIRE: ClassVar[int]
+    _RELEASE: ClassVar[int]
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Acquire; False if ``blocking`` is false or ``timeout`` ran out first."""
-        return self._ref.call(P.LOCK_ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
+        return self._ref.call(self._ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
 
     def release(self) -> None:
         """Release; ``NotOwnerError`` if this thread does not hold it."""
-        self._ref.call(P.LOCK_RELEASE, self._name)
-
-    def locked(self) -> bool:
-        """Whether anybody holds it."""
-        return self._ref.call(P.LOCK_LOCKED, self._name)  # type: ignore[no-any-return]
-
-    def owner(self) -> dict[str, Any] | None:
-        """``{"pid", "host", "since"}`` of the holder, or None."""
-        return self._ref.call(P.LOCK_OWNER, self._name)  # type: ignore[no-any-return]
+        self._ref.call(self._RELEASE, self._name)
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -150,6 +136,30 @@ class Lock(_Proxy):
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class Lock(_Acquirable):
+    """A shared lock, owned by the thread of the process that acquired it.
+
+    Waiters are served first come, first served.  If the holder's process
+    dies its connection drops and the lock is released at once.
+
+    >>> with mgr.lock("guard"):            # doctest: +SKIP
+    ...     ...
+    """
+
+    __slots__ = ()
+    kind = "lock"
+    _ACQUIRE = P.LOCK_ACQUIRE
+    _RELEASE = P.LOCK_RELEASE
+
+    def locked(self) -> bool:
+        """Whether anybody holds it."""
+        return self._ref.call(P.LOCK_LOCKED, self._name)  # type: ignore[no-any-return]
+
+    def owner(self) -> dict[str, Any] | None:
+        """``{"pid", "host", "since"}`` of the holder, or None."""
+        return self._ref.call(P.LOCK_OWNER, self._name)  # type: ignore[no-any-return]
 
 
 class Dict(_Proxy, MutableMapping[Any, Any]):
@@ -342,7 +352,7 @@ class Queue(_Proxy):
     Full = _queue.Full
 
 
-class Semaphore(_Proxy):
+class Semaphore(_Acquirable):
     """A shared counting semaphore with FIFO waiters.
 
     Permits are owned, like a lock: the thread that acquired one releases it
@@ -355,29 +365,12 @@ class Semaphore(_Proxy):
 
     __slots__ = ()
     kind = "semaphore"
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take a permit; False if ``blocking`` is false or ``timeout`` ran out first."""
-        return self._ref.call(P.SEM_ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
-
-    def release(self) -> None:
-        """Return one permit this thread holds (``NotOwnerError`` if none)."""
-        self._ref.call(P.SEM_RELEASE, self._name)
+    _ACQUIRE = P.SEM_ACQUIRE
+    _RELEASE = P.SEM_RELEASE
 
     def value(self) -> int:
         """Permits available now."""
         return self._ref.call(P.SEM_VALUE, self._name)  # type: ignore[no-any-return]
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 class Event(_Proxy):

@@ -15,32 +15,21 @@ from typing import Any
 import pytest
 
 import proxyshare
-from proxyshare._client import close_all_channels
-from tests.support import START_METHODS, free_port, kill_hard, wait_until
+from tests.support import START_METHODS, free_port, kill_hard, running_manager, wait_until
 
 
 @pytest.fixture
 def manager() -> Iterator[proxyshare.ShareManager]:
     """An embedded server in its own process, shut down after the test."""
-    mgr = proxyshare.ShareManager()
-    mgr.start()
-    try:
+    with running_manager() as mgr:
         yield mgr
-    finally:
-        close_all_channels()
-        mgr.shutdown()
 
 
 @pytest.fixture
 def custom_key_manager() -> Iterator[proxyshare.ShareManager]:
     """A server with an explicit (non-default) authkey."""
-    mgr = proxyshare.ShareManager(authkey=b"a custom key, not the process default")
-    mgr.start()
-    try:
+    with running_manager(authkey=b"a custom key, not the process default") as mgr:
         yield mgr
-    finally:
-        close_all_channels()
-        mgr.shutdown()
 
 
 @pytest.fixture(params=START_METHODS)
@@ -149,13 +138,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The resource API on each backend: a ShareManager, or a RedisManager with its
     own key prefix (flushed afterwards)."""
     if request.param == "manager":
-        mgr = proxyshare.ShareManager()
-        mgr.start()
-        try:
+        with running_manager() as mgr:
             yield mgr
-        finally:
-            close_all_channels()
-            mgr.shutdown()
         return
     from proxyshare._redis import RedisManager
     from tests.integration.redis_workers import flush_prefix

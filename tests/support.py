@@ -13,10 +13,25 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+@contextlib.contextmanager
+def running_manager(**kwargs: Any) -> Iterator[Any]:
+    """A started ShareManager, shut down (and this process's connections closed) after."""
+    import proxyshare
+    from proxyshare._client import close_all_channels
+
+    mgr = proxyshare.ShareManager(**kwargs)
+    mgr.start()
+    try:
+        yield mgr
+    finally:
+        close_all_channels()
+        mgr.shutdown()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:

@@ -21,7 +21,7 @@ from tests.integration.shm_workers import (
     increment_in_threads,
     lock_state_in_child,
 )
-from tests.support import call_method, hold_lock_forever, kill_hard, wait_until
+from tests.support import call_method, hold_lock_forever, kill_hard, running_manager, wait_until
 
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
@@ -30,13 +30,8 @@ INT64_MIN = -(1 << 63)
 @pytest.fixture
 def own_manager() -> Iterator[proxyshare.ShareManager]:
     """A manager the test may shut down itself (shutdown twice is harmless)."""
-    mgr = proxyshare.ShareManager()
-    mgr.start()
-    try:
+    with running_manager() as mgr:
         yield mgr
-    finally:
-        close_all_channels()
-        mgr.shutdown()
 
 
 # -- exact totals ----------------------------------------------------------------
