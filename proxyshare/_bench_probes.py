@@ -286,8 +286,12 @@ def _probe_share_redis(
         return _unavailable(report.skipped["proxyshare-redis"])
     from proxyshare._manager import connect
 
-    counter = connect(env.redis_url).counter(env.name("probe", "redis"))
-    submit = probe_submit(pool, "counter", counter, TASK_TIMEOUT)
+    client = connect(env.redis_url)
+    counter = client.counter(env.name("probe", "redis"))
+    try:
+        submit = probe_submit(pool, "counter", counter, TASK_TIMEOUT)
+    finally:
+        client.delete(counter.name)  # Redis outlives the bench: leave no keys behind
     death = Fact(
         True,
         "structural",

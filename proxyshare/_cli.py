@@ -224,8 +224,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _own_client_id(client: Any) -> Any:
     """The server-side id of this process's connection (proxyshare servers only)."""
+    from proxyshare._client import ServerRef
+
     ref = getattr(client, "server_ref", None)
-    if ref is None:
+    if not isinstance(ref, ServerRef):  # e.g. the Redis backend: no connection ids
         return None
     return ref.channel().server_info.get("client")
 

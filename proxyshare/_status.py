@@ -43,7 +43,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 # Unknown fields are kept (and dumped): kind- and backend-specific data.
-_OPEN = ConfigDict(extra="allow")
+_OPEN = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
 
 class Holder(BaseModel):
@@ -94,7 +94,9 @@ class ClientStatus(BaseModel):
     host: str | None = Field(default=None, description="host name of the client")
     thread: str | None = Field(default=None, description="thread name inside that process")
     since: float | None = Field(default=None, description="connected since (epoch seconds)")
-    operations: int = Field(default=0, description="requests served on this connection")
+    operations: int | None = Field(
+        default=0, description="requests served on this connection (None: not counted)"
+    )
 
 
 class ServerStatus(BaseModel):
@@ -190,7 +192,7 @@ def render_status(report: StatusReport, now: float | None = None) -> Any:
             connected = "-" if c.since is None else f"{_duration(now - c.since)} ago"
             clients.add_row(
                 _dash(c.client), _dash(c.pid), _dash(c.host), _dash(c.thread), connected,
-                f"{c.operations:,}",
+                _dash(None if c.operations is None else f"{c.operations:,}"),
             )  # fmt: skip
         parts.append(clients)
     else:

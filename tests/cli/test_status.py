@@ -247,3 +247,29 @@ def test_status_takes_the_same_key_file_option_as_serve(server: Served) -> None:
     result = run_cli("status", "--address", server.address, "--authkey-file", str(server.key_file))
     assert result.returncode == 0, result.stderr
     assert server.key_file.read_text() not in result.stdout + result.stderr
+
+
+@pytest.mark.redis
+def test_status_reads_the_redis_backend(redis_server: Any) -> None:
+    from proxyshare._redis import RedisManager
+
+    client = RedisManager(redis_server.url)  # the prefix `status` reads by default
+    try:
+        client.counter("status-cli-hits").increment(7)
+        lock = client.lock("status-cli-guard")
+        assert lock.acquire()
+        try:
+            result = run_cli("status", "--json", "--address", redis_server.url)
+            assert result.returncode == 0, result.stderr
+            report = StatusReport.model_validate_json(result.stdout)
+            by_name = {r.name: r for r in report.resources}
+            assert by_name["status-cli-hits"].value == 7
+            assert [h.pid for h in by_name["status-cli-guard"].holders] == [os.getpid()]
+            table = run_cli("status", "--address", redis_server.url)
+            assert table.returncode == 0, table.stderr
+            assert "status-cli-guard" in table.stdout
+        finally:
+            lock.release()
+    finally:
+        client.delete("status-cli-hits")
+        client.delete("status-cli-guard")
