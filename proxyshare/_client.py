@@ -127,6 +127,23 @@ def _unpicklable(request: tuple[Any, ...], exc: Exception) -> UnshareableArgumen
     )
 
 
+# A server host that vanishes without closing its sockets (power loss, network
+# partition) would leave a client blocked in a reply forever; TCP keepalive
+# turns that into ServerUnavailableError after about IDLE + INTERVAL * COUNT s.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
+
+
+def _keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option):  # Linux and most BSDs; macOS lacks TCP_KEEPIDLE
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
 def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
     """``connect()``, retried while the server's accept backlog is full.
 
@@ -152,6 +169,7 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
         if isinstance(address, tuple):
             sock = socket.create_connection(address, timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _keepalive(sock)
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

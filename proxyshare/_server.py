@@ -165,10 +165,13 @@ class Session:
 
 
 def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> None:
-    sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+    # A dup whose family is detected from the descriptor (socket.fromfd would
+    # take the family we pass on trust); options set on it apply to the socket.
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # drop vanished peers
         seconds = recv_timeout or 0.0
         whole = int(seconds)
         sock.setsockopt(

@@ -69,3 +69,20 @@ def test_a_forked_child_opens_its_own_connection(manager: proxyshare.ShareManage
     assert child_pid != os.getpid()
     assert counter.increment() == 102  # the parent's connection was not disturbed
     assert len(_my_clients(manager, os.getpid())) == 1
+
+
+def test_tcp_connections_disable_nagle_and_keep_alive_on_both_ends() -> None:
+    import socket
+
+    from tests.faults.conftest import serve_in_thread
+    from tests.support import free_port
+
+    with serve_in_thread(address=("127.0.0.1", free_port())) as (server, client):
+        client.counter("c").increment()
+        sock = client.server_ref.channel()._wire.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        (session,) = server.sessions.values()
+        served = session.wire.sock
+        assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert served.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
