@@ -47,12 +47,24 @@ _loads = pickle.loads
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
-    __slots__ = ("__weakref__", "_idle", "_wire", "address", "max_message", "pid", "server_info")
+    __slots__ = (
+        "__weakref__",
+        "_busy",
+        "_idle",
+        "_wire",
+        "address",
+        "closed",
+        "max_message",
+        "pid",
+        "server_info",
+    )
 
     def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
         self.pid = os.getpid()
         self.max_message = 1 << 16  # until the server says how much it accepts
+        self.closed = False
+        self._busy = False
         self._wire = _open_connection(address, authkey, timeout)
         try:
             hello = (P.HELLO, None, self.pid, _HOST, threading.current_thread().name)
@@ -85,10 +97,19 @@ class Channel:
                 f"{self.max_message:,} bytes: store large data elsewhere (a file, a "
                 "database) and share its name or path instead"
             )
+        if self._busy:
+            # A signal handler (or an unpickler) calling a proxy while this thread
+            # waits for a reply would interleave two requests on one connection.
+            raise ProxyShareError(
+                "a proxyshare call was made while this thread is already waiting for "
+                "one (from a signal handler?): a connection carries one call at a time "
+                "per thread; make the call outside the handler"
+            )
         wire = self._wire
+        self._busy = True
         try:
             wire.send_bytes(payload)
-            status, value = _loads(wire.recv_view())
+            reply = bytes(wire.recv_view())  # a copy: unpickling may run user code
         except (EOFError, OSError) as exc:
             self.close()
             raise ServerUnavailableError(
@@ -102,12 +123,21 @@ class Channel:
             # whatever this session held.
             self.close()
             raise
+        finally:
+            self._busy = False
+        try:
+            status, value = _loads(reply)
+        except Exception as exc:  # the whole reply was read: the connection is in step
+            raise ProxyShareError(
+                f"the server's reply could not be unpickled in this process "
+                f"({type(exc).__name__}: {exc}): is the value's class importable here?"
+            ) from exc
         if status == P.OK:
             return value
-        error, remote_tb = value
-        raise error from RemoteTraceback(remote_tb)
+        raise error_from_reply(value)
 
     def close(self) -> None:
+        self.closed = True
         _forget(self)
         self._wire.close()
 
@@ -280,8 +310,8 @@ class ServerRef:
         except AttributeError:
             channels = _tls.channels = {}
         channel = channels.get(self._key)
-        if channel is None or channel.pid != os.getpid() or channel.stale():
-            if channel is not None and channel.pid == os.getpid():
+        if channel is None or channel.closed or channel.pid != os.getpid() or channel.stale():
+            if channel is not None and channel.pid == os.getpid() and not channel.closed:
                 channel.close()  # the server dropped it; nothing was in flight
             channel = Channel(self.address, self.authkey)
             channels[self._key] = channel
@@ -295,7 +325,7 @@ class ServerRef:
 
 
 def error_from_reply(value: Any) -> BaseException:
-    """Rebuild an error sent by the server (used by the pipeline)."""
+    """Rebuild an error sent by the server, its traceback attached as ``__cause__``."""
     error, remote_tb = value
     if not isinstance(error, BaseException):
         return ProxyShareError(repr(error))

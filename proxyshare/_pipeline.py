@@ -12,7 +12,9 @@ Semantics (documented in the README):
   ``None``; results come from ``execute()``/``results``.
 * The server locks every resource the batch names, then applies the
   operations in order: no other client sees a state in between.
-* Blocking operations (lock acquire, queue get, ...) are refused.
+* Operations that may wait (lock acquire, queue get, ...) are refused unless
+  made with ``block=False`` (``put_nowait``, ``acquire(blocking=False)``); a
+  batch holding one is refused whole, before anything runs.
 * The first failing operation stops the batch: earlier ones stay applied,
   later ones are not run, and ``PipelineError`` is raised with ``index``,
   the earlier ``results`` and the original error as ``__cause__``.
@@ -86,8 +88,8 @@ class Pipeline:
                 cause.__cause__ = tb
             raise PipelineError(
                 f"operation {failure.index} of the pipeline failed "
-                f"({type(cause).__name__}: {cause}); the {failure.index} before it were "
-                "applied, it and the ones after it were not",
+                f"({type(cause).__name__}: {cause}); {len(self.results)} operation(s) "
+                "before it were applied, it and the ones after it were not",
                 failure.index,
                 self.results,
             ) from cause

@@ -11,6 +11,7 @@ Every method is one request/response through ``ServerRef.call``.
 
 from __future__ import annotations
 
+import logging
 import queue as _queue
 from collections.abc import (
     ItemsView,
@@ -27,7 +28,12 @@ from typing import Any, ClassVar
 from proxyshare import _protocol as P
 from proxyshare._address import format_address
 from proxyshare._client import ServerRef
-from proxyshare._errors import ProxyShareError, ResourceNotFoundError, ServerUnavailableError
+from proxyshare._errors import (
+    NotOwnerError,
+    ProxyShareError,
+    ResourceNotFoundError,
+    ServerUnavailableError,
+)
 
 __all__ = ["Barrier", "Counter", "Dict", "Event", "Lock", "Queue", "Semaphore"]
 
@@ -135,7 +141,22 @@ class _Acquirable(_Proxy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release()
+        try:
+            self.release()
+        except NotOwnerError as lost:
+            if exc is None:
+                raise
+            # The block is already failing, and that failure may be why the lock
+            # is gone (an interrupted call drops this thread's connection, which
+            # releases what it held): keep it in front, with this as a note.
+            _add_note(exc, f"on the way out, {self.kind} {self._name!r} was no longer held: {lost}")
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(note)
+    else:
+        logging.getLogger("proxyshare").warning("%s (while handling %r)", note, exc)
 
 
 class Lock(_Acquirable):

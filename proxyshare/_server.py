@@ -123,6 +123,16 @@ _BLOCKING_OPS = frozenset(
      P.EVENT_WAIT, P.BARRIER_WAIT}
 )  # fmt: skip
 
+# Where the ``block`` flag sits in the requests that may skip waiting.
+_BLOCK_FLAG_AT = {P.LOCK_ACQUIRE: 2, P.SEM_ACQUIRE: 2, P.QUEUE_GET: 2, P.QUEUE_PUT: 3}
+
+
+def _never_waits(request: tuple[Any, ...]) -> bool:
+    """A would-be blocking request made with ``block=False`` (e.g. ``put_nowait``)."""
+    at = _BLOCK_FLAG_AT.get(request[0])
+    return at is not None and len(request) > at and request[at] is False
+
+
 _ids = itertools.count(1)
 
 
@@ -506,7 +516,9 @@ class ShareServer(managers.Server):
         """Apply ``requests`` in order, atomically: all their resources stay locked.
 
         Stops at the first failure; raises ``(index, results so far, error)``
-        packed in a ``_PipelineFailure`` that the client unpacks.
+        packed in a ``PipelineFailure`` that the client unpacks.  Each name is
+        looked up once, and the operations run on exactly the objects whose
+        mutexes are held (taken in one global order, so pipelines cannot deadlock).
         """
         if not isinstance(requests, list):
             raise TypeError("a pipeline is a list of requests")
@@ -515,19 +527,25 @@ class ShareServer(managers.Server):
             valid = isinstance(request, tuple) and len(request) > 1
             if not valid or request[0] not in _RESOURCE_OPS:
                 raise PipelineFailure(index, [], ProxyShareError("not a resource operation"))
-            if request[0] in _BLOCKING_OPS:
+            if request[0] in _BLOCKING_OPS and not _never_waits(request):
                 raise PipelineFailure(
                     index, [], ProxyShareError("blocking operations cannot run in a pipeline")
                 )
             names.add(request[1])
-        mutexes = [r.mutex for n in sorted(names, key=str) if (r := self.resources.get(n))]
+        found = {name: self.resources.get(name) for name in names}
+        order = sorted(found, key=lambda name: (type(name).__name__, repr(name)))
+        mutexes = [r.mutex for name in order if (r := found[name]) is not None]
         for mutex in mutexes:
             mutex.acquire()
         results: list[Any] = []
         try:
             for index, request in enumerate(requests):
+                cls, method = _RESOURCE_OPS[request[0]]
+                resource = found[request[1]]
                 try:
-                    results.append(self.dispatch(session, request))
+                    if type(resource) is not cls:
+                        raise self._wrong_resource(request[1], cls.kind, resource)
+                    results.append(getattr(resource, method)(session, *request[2:]))
                 except Exception as exc:
                     raise PipelineFailure(index, results, exc) from exc
         finally:
