@@ -97,9 +97,9 @@ def test_a_missing_resource_fails_its_operation(manager: proxyshare.ShareManager
 
 def test_blocking_operations_are_refused(manager: proxyshare.ShareManager) -> None:
     manager.queue("jobs")
-    with pytest.raises(proxyshare.PipelineError, match="blocking") as info:
-        with manager.pipeline() as p:
-            p.queue("jobs").get()
+    refused = pytest.raises(proxyshare.PipelineError, match="blocking")
+    with refused as info, manager.pipeline() as p:
+        p.queue("jobs").get()
     assert info.value.index == 0
 
 
