@@ -389,7 +389,9 @@ class _Walk:
         inherit = self.inherit
         if _probe([obj for _path, obj in self.pending], inherit) is None:
             for _path, obj in self.pending:
-                if type(obj) in _FUNCTION_TYPES:
+                # Only what pickles by reference alone may be remembered: a bound
+                # builtin method (``box.append``) pickles its object too.
+                if type(obj) in _FUNCTION_TYPES and _by_reference(obj):
                     if len(_good_functions) >= _GOOD_FUNCTIONS_MAX:
                         _good_functions.clear()
                     _good_functions.add(obj)
@@ -565,3 +567,8 @@ def _search_thread_objects(path: Path, obj: Any, seen: set[int], depth: int) -> 
     for kind, key, child in _children(obj):
         if type(child) not in _ATOMS:
             _search_thread_objects((path, kind, key), child, seen, depth + 1)
+
+
+def _by_reference(obj: Any) -> bool:
+    owner = getattr(obj, "__self__", None)
+    return owner is None or isinstance(owner, types.ModuleType)

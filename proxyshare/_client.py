@@ -36,7 +36,7 @@ from proxyshare._errors import (
 )
 from proxyshare._wire import FramedSocket
 
-__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels"]
+__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels", "keepalive"]
 
 CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
 _HOST = socket.gethostname()
@@ -163,7 +163,8 @@ def _unpicklable(request: tuple[Any, ...], exc: Exception) -> UnshareableArgumen
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
 
 
-def _keepalive(sock: socket.socket) -> None:
+def keepalive(sock: socket.socket) -> None:
+    """Probe an idle TCP peer so a vanished host shows up as a broken connection."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (
         ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
@@ -199,7 +200,7 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
         if isinstance(address, tuple):
             sock = socket.create_connection(address, timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _keepalive(sock)
+            keepalive(sock)
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

@@ -102,7 +102,9 @@ class ClientSettings(BaseModel):
     def display_address(self) -> str:
         """The address as users type it."""
         if isinstance(self.address, str) and self.address.startswith(_REDIS_SCHEMES):
-            return _hide_password(self.address)
+            from proxyshare._redis import redacted_url
+
+            return redacted_url(self.address)
         return format_address(self.address)
 
     def key_bytes(self) -> bytes:
@@ -232,15 +234,6 @@ def _build(model: type[_Settings], fields: dict[str, Any]) -> _Settings:
                 )
             problems.append(message)
         raise ConfigError("; ".join(problems)) from None
-
-
-def _hide_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 # -- files the server creates -----------------------------------------------------

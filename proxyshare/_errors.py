@@ -92,3 +92,16 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + self.tb
+
+
+class PipelineFailure(ProxyShareError):
+    """Internal: the wire form of a failed pipeline; the client raises ``PipelineError``."""
+
+    def __init__(self, index: int, results: list[Any], error: BaseException) -> None:
+        super().__init__(index, results, error)
+        self.index = index
+        self.results = results
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.results, self.error))

@@ -75,6 +75,11 @@ class ShareManager(managers.BaseManager):
         serializer: str = "pickle",
         ctx: BaseContext | None = None,
     ) -> None:
+        if serializer != "pickle":
+            raise ValueError(
+                f"serializer={serializer!r} is not supported: proxyshare speaks pickle "
+                "(see the security model in the README)"
+            )
         parsed = None if address is None else parse_address(address)
         if authkey is not None and not isinstance(authkey, (bytes, bytearray)):
             raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
@@ -108,9 +113,14 @@ class ShareManager(managers.BaseManager):
     ) -> None:
         """Body of the embedded server process started by ``start()``."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
-        if initializer is not None:
-            initializer(*initargs)
-        server = ShareServer(registry, address, authkey, serializer)
+        try:
+            if initializer is not None:
+                initializer(*initargs)
+            server = ShareServer(registry, address, authkey, serializer)
+        except Exception as exc:  # e.g. the address is in use: tell the parent why
+            writer.send(_StartFailed(f"{type(exc).__name__}: {exc}"))
+            writer.close()
+            return
         writer.send(server.address)
         writer.close()
         _watch_parent(server)
@@ -119,6 +129,13 @@ class ShareManager(managers.BaseManager):
     def start(self, initializer: Any = None, initargs: Iterable[Any] = ()) -> None:
         """Start the embedded server process (it exits if this process dies)."""
         super().start(initializer, initargs)
+        if isinstance(self._address, _StartFailed):
+            reason = self._address.reason
+            self.shutdown()  # reaps the server process, which has already exited
+            raise ProxyShareError(
+                f"the proxyshare server could not start: {reason}; choose another "
+                "address (or none, for a private unix socket)"
+            )
         self._ref = ServerRef(self._address, bytes(self._authkey))
 
     def connect(self) -> None:
@@ -237,6 +254,13 @@ class ShareManager(managers.BaseManager):
         from proxyshare._pipeline import Pipeline
 
         return Pipeline(self.server_ref)
+
+
+class _StartFailed:
+    """Sent by a server process that could not start, instead of its address."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _reconnect(address: Address, authkey: bytes) -> ShareManager:

@@ -29,9 +29,8 @@ from typing import Any
 
 from proxyshare import _protocol as P
 from proxyshare._client import ServerRef
-from proxyshare._errors import PipelineError, RemoteTraceback
+from proxyshare._errors import PipelineError, PipelineFailure, RemoteTraceback
 from proxyshare._proxies import Counter, Dict, Queue
-from proxyshare._server import PipelineFailure
 
 __all__ = ["Pipeline"]
 

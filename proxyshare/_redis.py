@@ -133,6 +133,11 @@ def _import_redis() -> Any:
 # -- URLs and credentials -------------------------------------------------------
 
 
+def redacted_url(url: str) -> str:
+    """``url`` as it may be shown: the password, wherever it was, is ``***``."""
+    return _split_url(url)[1]
+
+
 def _split_url(url: str) -> tuple[str, str]:
     """``(url for redis-py, url safe to show)``; the shown one never has the password."""
     if not is_redis_url(url):

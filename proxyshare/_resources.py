@@ -10,7 +10,8 @@ Every method takes the calling ``session`` first (see ``_server.Session``):
 ownership of locks and semaphore permits belongs to a session, i.e. to one
 thread of one client process, and ends when its connection drops.
 
-No I/O happens here, so everything is testable with plain threads.
+No I/O happens here but through the session (``reply_early``, which a test
+session may decline), so everything is testable with plain threads.
 """
 
 from __future__ import annotations

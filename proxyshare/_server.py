@@ -28,7 +28,9 @@ from multiprocessing import managers, process
 from typing import Any, ClassVar
 
 from proxyshare import _protocol as P
+from proxyshare._client import keepalive
 from proxyshare._errors import (
+    PipelineFailure,
     ProxyShareError,
     ResourceKindError,
     ResourceNotFoundError,
@@ -181,7 +183,7 @@ def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> Non
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # drop vanished peers
+            keepalive(sock)  # a client whose host vanished releases its locks in ~25 s
         seconds = recv_timeout or 0.0
         whole = int(seconds)
         sock.setsockopt(
@@ -210,7 +212,6 @@ class ShareServer(managers.Server):
         self.sessions_lock = threading.Lock()
         self.generic_connections = 0
         self.ops_finished = 0  # ops of sessions that have ended
-        self.on_close: list[Callable[[], None]] = []
         self._manager_ops: dict[int, Callable[..., Any]] = {
             P.OPEN: self._op_open,
             P.DELETE: self._op_delete,
@@ -247,9 +248,10 @@ class ShareServer(managers.Server):
             resources = list(self.resources.values())
             self.resources.clear()
         for resource in resources:
-            resource.close()
-        for callback in self.on_close:
-            callback()
+            try:
+                resource.close()
+            except Exception:  # one failure must not leak the others' files
+                logger.exception("closing %s %r failed", resource.kind, resource.name)
 
     def accepter(self) -> None:
         while not self.stop_event.is_set():
@@ -356,7 +358,10 @@ class ShareServer(managers.Server):
         while not stop.is_set():
             try:
                 data = recv()
-            except (EOFError, OSError):
+            except EOFError:
+                return
+            except OSError as exc:  # a reset, or a frame that breaks the protocol
+                logger.info("dropping client %s: %s", session.id, exc)
                 return
             request: Any = None
             try:
@@ -415,12 +420,10 @@ class ShareServer(managers.Server):
         # would be granted to a waiter whose acquire() then returns True from
         # a server that is gone.  Its clients get ServerUnavailableError instead.
         if not self.stop_event.is_set():
+            # Only holdings need releasing: this session's one thread is here,
+            # so it is not parked in any wait list.
             for resource in list(session.held):
                 resource.session_closed(session)
-            # Waiters that never got a grant are not in ``held``; sweep them too.
-            for resource in list(self.resources.values()):
-                if resource not in session.held:
-                    resource.session_closed(session)
         with self.sessions_lock:
             self.sessions.pop(session.id, None)
             self.ops_finished += session.ops
@@ -552,19 +555,6 @@ class ShareServer(managers.Server):
             for mutex in reversed(mutexes):
                 mutex.release()
         return results
-
-
-class PipelineFailure(ProxyShareError):
-    """Sent back when op ``index`` of a pipeline failed; the client re-raises it."""
-
-    def __init__(self, index: int, results: list[Any], error: BaseException) -> None:
-        super().__init__(index, results, error)
-        self.index = index
-        self.results = results
-        self.error = error
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.index, self.results, self.error))
 
 
 def _describe_request(request: Any) -> str:

@@ -58,3 +58,19 @@ def increment_and_report_pid(counter: Any, n: int) -> int:
     for _ in range(n):
         counter.increment()
     return os.getpid()
+
+
+class FailsToUnpickleIn:
+    """Unpickles everywhere except in process ``pid`` (there it raises)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_unless_in, (self.pid,))
+
+
+def _rebuild_unless_in(pid: int) -> FailsToUnpickleIn:
+    if os.getpid() == pid:
+        raise ImportError("this class cannot be loaded in this process")
+    return FailsToUnpickleIn(pid)

@@ -278,3 +278,14 @@ def test_import_proxyshare_does_not_import_pydantic() -> None:
     code = "import sys, proxyshare; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:hunter2@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0?password=hunter2"],
+)
+def test_a_redis_password_never_shows_in_the_displayed_address(url: str) -> None:
+    from proxyshare._config import load_client_settings
+
+    shown = load_client_settings(url, None, environ={}).display_address
+    assert "hunter2" not in shown and "***" in shown

@@ -202,3 +202,11 @@ def test_initargs_need_pickling_only_when_workers_are_not_forked() -> None:
         check_initializer(lambda: None, (), "spawn")
     with pytest.raises(UnshareableArgumentError, match=r"^initargs\[0\] is a generator"):
         check_initializer(work, ((i for i in range(3)),), "forkserver")
+
+
+def test_a_bound_builtin_method_is_checked_again_after_its_object_changes() -> None:
+    box: list[Any] = []
+    check_call(print, (box.append,), {})  # picklable now
+    box.append(threading.Lock())
+    with pytest.raises(UnshareableArgumentError):
+        check_call(print, (box.append,), {})
