@@ -84,7 +84,7 @@ from proxyshare._errors import (
     UnshareableArgumentError,
 )
 from proxyshare._proxies import Counter, Dict, Event, Lock, Queue, Semaphore
-from proxyshare._resources import _check_timeout
+from proxyshare._resources import _check_timeout, _queue_timeout
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -1098,7 +1098,7 @@ def _queue_keys(ref: RedisRef, name: str) -> list[str]:
 def _queue_put(
     ref: RedisRef, name: str, item: Any, block: bool = True, timeout: float | None = None
 ) -> None:
-    seconds = _check_timeout(block, timeout)
+    seconds = _queue_timeout(block, timeout)
     data = _dumps(item)
     keys = _queue_keys(ref, name)
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -1118,7 +1118,7 @@ def _queue_put(
 def _queue_put_many(
     ref: RedisRef, name: str, items: list[Any], block: bool = True, timeout: float | None = None
 ) -> None:
-    seconds = _check_timeout(block, timeout)
+    seconds = _queue_timeout(block, timeout)
     data = [_dumps(item) for item in items]
     if not data:
         _queue_info(ref, name)  # nothing to add; still check the name and kind
@@ -1169,7 +1169,7 @@ def _queue_take(
 
 
 def _queue_get(ref: RedisRef, name: str, block: bool = True, timeout: float | None = None) -> Any:
-    seconds = _check_timeout(block, timeout)
+    seconds = _queue_timeout(block, timeout)
     deadline = None if seconds is None else time.monotonic() + seconds
     items = _queue_take(ref, name, 1, deadline, bool(block))
     if items is None:

@@ -279,6 +279,8 @@ def test_queue_get_raises_empty_without_items(backend: Any) -> None:
         q.get_nowait()
     with pytest.raises(queue.Empty):
         q.get(timeout=0.2)
+    with pytest.raises(queue.Empty):
+        q.get(block=False, timeout=1)  # as queue.Queue: the timeout is ignored
 
 
 def test_bounded_queue_raises_full(backend: Any) -> None:
