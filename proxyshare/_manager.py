@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from multiprocessing import managers, util
 from multiprocessing.context import BaseContext
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
 from proxyshare._address import Address, format_address, parse_address
@@ -38,6 +38,9 @@ from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
 from proxyshare._server import ShareServer
+
+if TYPE_CHECKING:
+    from proxyshare._pipeline import Pipeline
 
 __all__ = ["ShareManager", "connect"]
 
@@ -176,8 +179,9 @@ class ShareManager(managers.BaseManager):
         return self._ref
 
     @property
-    def address(self) -> Address:
-        return parse_address(self._address)
+    def address(self) -> Address | None:
+        """Where the server listens (None before ``start()``)."""
+        return None if self._address is None else parse_address(self._address)
 
     def __repr__(self) -> str:
         where = format_address(self._address) if self._address else "not started"
@@ -249,7 +253,7 @@ class ShareManager(managers.BaseManager):
         result: builtins.dict[str, Any] = self.server_ref.call(P.STATUS, None)
         return result
 
-    def pipeline(self) -> Any:
+    def pipeline(self) -> Pipeline:
         """A batch of operations sent in one round trip; see ``proxyshare.Pipeline``."""
         from proxyshare._pipeline import Pipeline
 
@@ -328,5 +332,5 @@ def connect(address: object = None, authkey: bytes | None = None) -> Any:
             )
     manager = ShareManager(address, authkey=authkey)
     manager.connect()
-    util.debug("proxyshare connected to %s", format_address(manager.address))
+    util.debug("proxyshare connected to %s", format_address(manager.server_ref.address))
     return manager
