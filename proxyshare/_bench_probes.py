@@ -258,12 +258,12 @@ def _probe_shm(
 def _probe_redis(
     env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
 ) -> _Facts:
-    import redis
-
     try:
-        env.redis()
+        env.redis()  # skips, with the reason, when redis-py or the server is missing
     except S.Skip as skip:
         return _unavailable(str(skip))
+    import redis
+
     submit = probe_submit(pool, "redis-client", redis.Redis.from_url(env.redis_url), 30)
     if not submit.works:
         submit.detail += " (workers pass the URL and connect themselves)"

@@ -371,6 +371,8 @@ class _Walk:
                         self.visit(value, (path, "member", value), depth + 1)
             return
         if isinstance(obj, _PASSES):
+            if isinstance(obj, managers.BaseProxy) and _loses_its_authkey(obj):
+                raise _stdlib_proxy_error(path, obj)
             return
         verdict = _verdict(obj)
         if verdict is not None:
@@ -475,6 +477,25 @@ def _type_name(obj: Any) -> str:
 
 def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
+
+
+def _loses_its_authkey(proxy: managers.BaseProxy) -> bool:
+    """The stdlib drops a proxy's authkey when it is pickled (unless spawning), so
+    a worker answers the manager's challenge with its own process key: one that
+    differs means the worker dies with "digest sent was rejected"."""
+    import multiprocessing
+
+    key = getattr(proxy, "_authkey", None)
+    return key is not None and bytes(key) != bytes(multiprocessing.current_process().authkey)
+
+
+def _stdlib_proxy_error(path: Path, obj: Any) -> UnshareableArgumentError:
+    return UnshareableArgumentError(
+        f"{format_path(path)} is a stdlib manager proxy ({_type_name(obj)}) whose manager uses "
+        "a custom authkey: pickled into a worker it loses that key and the worker fails with "
+        "'digest sent was rejected'. Use a proxyshare resource (mgr.counter/lock/dict/...), "
+        "whose proxies carry their key, or a manager with the default authkey."
+    )
 
 
 def _known_error(path: Path, obj: Any, verdict: Verdict) -> UnshareableArgumentError:

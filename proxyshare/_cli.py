@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="proxyshare",
         description="Serve, inspect and benchmark shared counters, locks and dicts.",
     )
+    from proxyshare import __version__
+
+    parser.add_argument("--version", action="version", version=f"proxyshare {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -132,7 +135,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 class _Stopper:
-    """SIGINT/SIGTERM → ``server.stop()``, from a thread.
+    """SIGINT/SIGTERM/SIGHUP → ``server.stop()``, from a thread.
 
     ``stop()`` sets a ``threading.Event``; doing that inside the signal
     handler could deadlock on the Event's lock if the main thread holds it at
@@ -145,7 +148,10 @@ class _Stopper:
         self._server: Any = None
         self._requested = False
         self._previous = {
-            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+            # SIGHUP too: closing the terminal that runs `serve` should clean up the
+            # socket and the generated key file like Ctrl-C does.
+            sig: signal.signal(sig, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
 
     def _handle(self, signum: int, frame: Any) -> None:

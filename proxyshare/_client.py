@@ -211,7 +211,7 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
     except OSError as exc:
         raise ServerUnavailableError(
             f"no proxyshare server is listening at {where} ({_describe(exc)}): "
-            "start one with `proxyshare serve` or check the address"
+            "is it running? (`proxyshare serve` starts one) Check the address too"
         ) from None
     wire = FramedSocket(sock)
     try:

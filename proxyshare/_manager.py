@@ -74,7 +74,7 @@ class ShareManager(managers.BaseManager):
     def __init__(
         self,
         address: object = None,
-        authkey: bytes | None = None,
+        authkey: bytes | str | None = None,
         serializer: str = "pickle",
         ctx: BaseContext | None = None,
     ) -> None:
@@ -84,8 +84,10 @@ class ShareManager(managers.BaseManager):
                 "(see the security model in the README)"
             )
         parsed = None if address is None else parse_address(address)
+        if isinstance(authkey, str):  # a key pasted from a file or variable
+            authkey = authkey.encode()
         if authkey is not None and not isinstance(authkey, (bytes, bytearray)):
-            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+            raise TypeError(f"authkey must be bytes (or str), not {type(authkey).__name__}")
         super().__init__(parsed, None if authkey is None else bytes(authkey), serializer, ctx)
         self._ref: ServerRef | None = None
 
@@ -301,7 +303,7 @@ def _watch_parent(server: ShareServer) -> None:
     threading.Thread(target=watch, name="proxyshare-parent-watch", daemon=True).start()
 
 
-def connect(address: object = None, authkey: bytes | None = None) -> Any:
+def connect(address: object = None, authkey: bytes | str | None = None) -> Any:
     """Connect to a running server and return a connected manager.
 
     ``address`` is ``"host:port"``, ``("host", port)``, ``"unix:/path"`` or a

@@ -105,3 +105,26 @@ def hold_lock_forever(lock: Any, ready: Any) -> None:
 
 def pid_of_worker() -> int:
     return os.getpid()
+
+
+@contextlib.contextmanager
+def loky_safe_logging() -> Iterator[None]:
+    """Detach handlers from the ``multiprocessing`` logger while loky starts workers.
+
+    pytest >= 9.2 attaches its capture handlers to non-propagating loggers such
+    as ``multiprocessing``'s (at the start of each test phase, so this runs
+    inside the test).  loky then tells its workers to format that logger's
+    first handler, which they do not have, and every worker dies at start-up
+    (IndexError in loky/backend/spawn.py).
+    """
+    import multiprocessing
+
+    mp_logger = multiprocessing.get_logger()
+    saved = mp_logger.handlers[:]
+    for handler in saved:
+        mp_logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in saved:
+            mp_logger.addHandler(handler)

@@ -160,6 +160,23 @@ def test_plot_without_matplotlib_fails_at_once_with_an_install_hint(tmp_path: Pa
     assert "proxyshare-counter" not in result.stdout  # nothing ran
 
 
+@pytest.mark.timeout(120)
+def test_without_redis_py_the_bench_skips_redis_and_succeeds(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    code = (
+        "import sys; sys.modules['redis'] = None\n"  # as on a fresh install
+        "from proxyshare._cli import main\n"
+        f"sys.exit(main(['bench', '--quick', '--json', {str(path)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=110
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = BenchReport.model_validate_json(path.read_text())
+    assert "redis-py is not installed" in report.skipped["redis"]
+    assert not report.failed
+
+
 def test_micro_mode_reports_primitives_against_the_floor(tmp_path: Path) -> None:
     path = tmp_path / "micro.json"
     result = run_cli(

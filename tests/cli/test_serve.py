@@ -162,7 +162,9 @@ def test_nothing_listening_raises_server_unavailable_within_seconds(
 # -- stopping ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 def test_signal_exits_0_and_removes_the_socket_file(sig: int, kind: str, short_dir: Path) -> None:
     with serve("--address", _address(kind, short_dir)) as server:

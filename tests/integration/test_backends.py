@@ -34,7 +34,13 @@ from tests.integration.redis_workers import (
     semaphore_guarded_count,
     take_permit_then_signal,
 )
-from tests.support import increment_many, kill_hard, locked_read_modify_write, wait_until
+from tests.support import (
+    increment_many,
+    kill_hard,
+    locked_read_modify_write,
+    loky_safe_logging,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -706,9 +712,10 @@ def test_redis_password_from_the_environment_reaches_spawned_workers(
 def test_redis_proxies_work_in_loky_workers(redis_mgr: Any) -> None:
     loky = pytest.importorskip("loky")
     counter = redis_mgr.counter("loky")
-    executor = loky.get_reusable_executor(max_workers=2)
-    futures = [executor.submit(increment_many, counter, 100) for _ in range(2)]
-    assert sum(f.result(timeout=60) for f in futures) == 200
+    with loky_safe_logging():
+        executor = loky.get_reusable_executor(max_workers=2)
+        futures = [executor.submit(increment_many, counter, 100) for _ in range(2)]
+        assert sum(f.result(timeout=60) for f in futures) == 200
     assert counter.get() == 200
 
 

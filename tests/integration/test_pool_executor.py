@@ -23,7 +23,7 @@ import pytest
 
 import proxyshare
 from tests.integration import pool_workers as w
-from tests.support import wait_until
+from tests.support import loky_safe_logging, wait_until
 
 
 @dataclasses.dataclass
@@ -362,12 +362,13 @@ def test_a_killed_worker_names_its_task_and_leaves_no_lock_held(
 def test_loky_tasks_increment_a_counter_proxy_exactly(manager: proxyshare.ShareManager) -> None:
     loky = pytest.importorskip("loky")
     counter = manager.counter("hits")
-    executor = loky.get_reusable_executor(max_workers=2)
-    try:
-        futures = [executor.submit(w.increment_many, counter, 10_000) for _ in range(2)]
-        assert sum(f.result(timeout=150) for f in futures) == 20_000
-    finally:
-        executor.shutdown(wait=True, kill_workers=True)
+    with loky_safe_logging():
+        executor = loky.get_reusable_executor(max_workers=2)
+        try:
+            futures = [executor.submit(w.increment_many, counter, 10_000) for _ in range(2)]
+            assert sum(f.result(timeout=150) for f in futures) == 20_000
+        finally:
+            executor.shutdown(wait=True, kill_workers=True)
     assert counter.get() == 20_000
 
 

@@ -210,3 +210,12 @@ def test_a_bound_builtin_method_is_checked_again_after_its_object_changes() -> N
     box.append(threading.Lock())
     with pytest.raises(UnshareableArgumentError):
         check_call(print, (box.append,), {})
+
+
+def test_a_stdlib_proxy_whose_manager_has_a_custom_authkey_is_refused() -> None:
+    from multiprocessing.managers import SyncManager
+
+    with SyncManager(authkey=b"not the process key") as custom, SyncManager() as default:
+        with pytest.raises(UnshareableArgumentError, match="digest sent was rejected"):
+            check_call(print, ([custom.Value("i", 0)],), {})
+        check_call(print, (default.Value("i", 0),), {})  # the default key travels fine
