@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 START_METHODS = ["fork", "spawn", "forkserver"]
@@ -63,16 +64,29 @@ def kill_hard(proc: Any) -> None:
         proc.wait(5)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a subprocess run as a user would: this checkout on the
+    path and no stray ``PROXYSHARE_*`` settings from the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYSHARE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m proxyshare ARGS`` and capture its output."""
+    """Run ``python -m proxyshare ARGS`` (clean environment) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "proxyshare", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=cli_env(env),
+        cwd=ROOT,
     )
 
 

@@ -9,7 +9,6 @@ added; examples listed in ``RESULT_LINES`` must also print their result line.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, cli_env
+
 EXAMPLES = sorted((ROOT / "examples").glob("[0-9]*.py"))
 N = 300  # increments per worker: enough to exercise every path, small enough for CI
 TIMEOUT = 150  # seconds per example (a Dask cluster start is the slowest part)
@@ -53,13 +53,6 @@ RESULT_LINES: dict[str, str] = {
 }
 
 
-def _example_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYSHARE_")}
-    env["PROXYSHARE_EXAMPLE_N"] = str(N)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return env
-
-
 def test_examples_folder_holds_the_narrative() -> None:
     names = {path.name for path in EXAMPLES}
     assert set(RESULT_LINES) <= names
@@ -71,7 +64,7 @@ def test_example_runs_and_prints_its_result(example: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(example)],
         cwd=ROOT,
-        env=_example_env(),
+        env=cli_env({"PROXYSHARE_EXAMPLE_N": str(N)}),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

@@ -19,29 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, cli_env
+
 LISTENING = re.compile(r"listening on (?P<address>\S+) \((?P<key>.*)\)$")
 START_TIMEOUT = 30.0  # generous: the machine is shared and slow imports happen
-
-
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a CLI subprocess: no stray PROXYSHARE_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYSHARE_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
-    """``python -m proxyshare ARGS`` with a clean environment; returns CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-m", "proxyshare", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cli_env(env),
-        cwd=ROOT,
-    )
 
 
 class Served:

@@ -19,8 +19,8 @@ import pytest
 
 import proxyshare
 from proxyshare._client import close_all_channels
-from tests.cli.serving import increment_from_env, run_cli, serve
-from tests.support import free_port, increment_many, wait_until
+from tests.cli.serving import increment_from_env, serve
+from tests.support import free_port, increment_many, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,8 +13,8 @@ import pytest
 import proxyshare
 from proxyshare._client import close_all_channels
 from proxyshare._status import StatusReport, render_status
-from tests.cli.serving import Served, hold_lock, run_cli, serve, wait_for_lock
-from tests.support import free_port, kill_hard, wait_until
+from tests.cli.serving import Served, hold_lock, serve, wait_for_lock
+from tests.support import free_port, kill_hard, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
-def increment_in_threads(counter: Any, n: int, threads: int) -> int:
-    """``threads`` threads of this process each add 1 to ``counter`` ``n`` times."""
+def _in_threads(body: Callable[[], None], threads: int) -> None:
+    """Run ``body`` in ``threads`` threads of this process; re-raise the first error."""
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            for _ in range(n):
-                counter.increment()
-        except BaseException as exc:  # reported to the test below
+            body()
+        except BaseException as exc:  # reported to the caller below
             errors.append(exc)
 
     pool = [threading.Thread(target=work) for _ in range(threads)]
@@ -26,6 +26,16 @@ def increment_in_threads(counter: Any, n: int, threads: int) -> int:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def increment_in_threads(counter: Any, n: int, threads: int) -> int:
+    """``threads`` threads of this process each add 1 to ``counter`` ``n`` times."""
+
+    def body() -> None:
+        for _ in range(n):
+            counter.increment()
+
+    _in_threads(body, threads)
     return n * threads
 
 
@@ -35,25 +45,15 @@ def guarded_read_modify_write(lock: Any, counter: Any, n: int, threads: int = 1)
     ``sleep(0)`` between the read and the write invites another thread or
     process to run there, so a lock that does not exclude loses updates.
     """
-    errors: list[BaseException] = []
 
-    def work() -> None:
-        try:
-            for _ in range(n):
-                with lock:
-                    value = counter.get()
-                    time.sleep(0)
-                    counter.set(value + 1)
-        except BaseException as exc:
-            errors.append(exc)
+    def body() -> None:
+        for _ in range(n):
+            with lock:
+                value = counter.get()
+                time.sleep(0)
+                counter.set(value + 1)
 
-    pool = [threading.Thread(target=work) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
+    _in_threads(body, threads)
     return n * threads
 
 
