@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,7 +107,11 @@ class Served:
 
 @contextmanager
 def serve(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> Iterator[Served]:
-    """Start ``proxyshare serve ARGS``; SIGKILL it at the end if still running."""
+    """Start ``proxyshare serve ARGS``; stop it at the end if still running.
+
+    SIGTERM first, so the server removes its socket and generated key file as a
+    user's would; SIGKILL (and removing what it leaves) only if that fails.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxyshare", "serve", *args],
         stdout=subprocess.PIPE,
@@ -122,8 +127,14 @@ def serve(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> I
         yield served
     finally:
         if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                if served.key_file is not None:
+                    shutil.rmtree(served.key_file.parent, ignore_errors=True)
         served.join_output()
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
