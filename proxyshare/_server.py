@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from multiprocessing import connection as mpc
 from multiprocessing import managers, process
-from typing import Any, ClassVar
+from typing import Any
 
 from proxyshare import _protocol as P
 from proxyshare._client import keepalive
@@ -134,6 +134,9 @@ def _never_waits(request: tuple[Any, ...]) -> bool:
     at = _BLOCK_FLAG_AT.get(request[0])
     return at is not None and len(request) > at and request[at] is False
 
+
+# Every kind a name can be opened as: served ones and the shared-memory fast path.
+_KINDS: dict[str, type[Resource]] = {**RESOURCE_TYPES, **SHM_RESOURCE_TYPES}
 
 _ids = itertools.count(1)
 
@@ -460,7 +463,7 @@ class ShareServer(managers.Server):
     ) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a resource name must be a non-empty str, not {name!r}")
-        cls = RESOURCE_TYPES.get(kind) or self.extra_kinds.get(kind)
+        cls = _KINDS.get(kind)
         if cls is None:
             raise ValueError(f"unknown resource kind {kind!r}")
         with self.registry_lock:
@@ -476,9 +479,6 @@ class ShareServer(managers.Server):
             else:
                 resource.check_options(options)
         return resource.options()
-
-    # Kinds defined outside _resources: the shared-memory fast path (_shm).
-    extra_kinds: ClassVar[dict[str, type[Resource]]] = dict(SHM_RESOURCE_TYPES)
 
     def _op_delete(self, session: Session, name: str) -> bool:
         with self.registry_lock:
