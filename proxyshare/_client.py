@@ -34,7 +34,7 @@ from proxyshare._errors import (
     ServerUnavailableError,
     UnshareableArgumentError,
 )
-from proxyshare._wire import FramedSocket
+from proxyshare._wire import FramedSocket, Pollers, default_pollers
 
 __all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels", "keepalive"]
 
@@ -42,6 +42,7 @@ CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
 _HOST = socket.gethostname()
 _dumps = pickle.dumps
 _loads = pickle.loads
+_POLLERS = Pollers(default_pollers())  # threads of this process that poll for a reply
 
 
 class Channel:
@@ -109,7 +110,7 @@ class Channel:
         self._busy = True
         try:
             wire.send_bytes(payload)
-            reply = bytes(wire.recv_view())  # a copy: unpickling may run user code
+            reply = bytes(wire.recv_view(None, _POLLERS))  # a copy: unpickling may run user code
         except (EOFError, OSError) as exc:
             self.close()
             raise ServerUnavailableError(

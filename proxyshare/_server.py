@@ -49,7 +49,7 @@ from proxyshare._resources import (
     SessionGone,
 )
 from proxyshare._shm import SHM_RESOURCE_TYPES
-from proxyshare._wire import FramedSocket
+from proxyshare._wire import FramedSocket, Pollers, default_pollers
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
 
@@ -58,6 +58,7 @@ logger = logging.getLogger("proxyshare.server")
 HANDSHAKE_TIMEOUT = 10.0  # an idle, unauthenticated connection is dropped after this
 MAX_MESSAGE = 1 << 30  # requests larger than 1 GiB are refused by the client
 _HOST = socket.gethostname()
+_POLLERS = Pollers(default_pollers())  # session threads that poll for a request (see _wire)
 
 # Errors that answer a bad request; logged at INFO.  Anything else is a server
 # bug and is logged at ERROR.  Both reach the client with the traceback.
@@ -351,8 +352,9 @@ class ShareServer(managers.Server):
         wire = session.wire
 
         def recv() -> memoryview | bytearray:
-            return wire.recv_view(MAX_MESSAGE)
+            return wire.recv_view(MAX_MESSAGE, pollers)
 
+        pollers = _POLLERS
         send = wire.send_bytes
         dumps = pickle.dumps
         protocol = P.PICKLE_PROTOCOL

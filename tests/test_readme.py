@@ -84,7 +84,14 @@ def test_every_public_name_is_in_the_readme(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", ["PROXYSHARE_ADDRESS", "PROXYSHARE_AUTHKEY", "PROXYSHARE_AUTHKEY_FILE"]
+    "variable",
+    [
+        "PROXYSHARE_ADDRESS",
+        "PROXYSHARE_AUTHKEY",
+        "PROXYSHARE_AUTHKEY_FILE",
+        "PROXYSHARE_SHM_DIR",
+        "PROXYSHARE_SPIN_US",
+    ],
 )
 def test_configuration_variables_are_documented(variable: str) -> None:
     assert f"`{variable}`" in README
