@@ -12,6 +12,12 @@ thread of one client process, and ends when its connection drops.
 
 No I/O happens here but through the session (``reply_early``, which a test
 session may decline), so everything is testable with plain threads.
+
+The server's reactor thread (see ``_reactor``) must never wait.  On that
+thread an acquire that has to wait joins the FIFO and raises :class:`Parked`
+(the reactor answers it later, with no thread), and any other call that
+would wait raises :class:`MustWait`, having changed nothing, so the server
+runs it again on a worker thread.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ __all__ = [
     "DictResource",
     "EventResource",
     "LockResource",
+    "MustWait",
+    "Parked",
     "QueueResource",
     "ReplySent",
     "Resource",
     "SemaphoreResource",
     "SessionGone",
     "SessionLike",
+    "forbid_waiting",
 ]
 
 WAIT_SLICE = 0.1  # how often a blocked waiter checks that its client is alive
@@ -75,6 +84,40 @@ class SessionGone(Exception):
 
 class ReplySent(Exception):
     """The call's reply already went out (see ``SessionLike.reply_early``)."""
+
+
+class Parked(Exception):
+    """Raised on the reactor thread by an acquire that joined the FIFO.
+
+    Nothing waits for it: the reply comes from the grant (``reply_early``),
+    from the reactor's timer (``cancel_wait``), or from a delete (``on_wake``
+    with ``error`` set).
+    """
+
+    def __init__(self, resource: _FifoPermits, waiter: _Waiter, deadline: float | None) -> None:
+        super().__init__()
+        self.resource = resource
+        self.waiter = waiter
+        self.deadline = deadline
+
+
+class MustWait(Exception):
+    """Raised instead of waiting, on a thread that must not wait (the reactor).
+
+    The call has changed nothing yet: run all of it again on a thread that may wait.
+    """
+
+
+_thread = threading.local()
+
+
+def forbid_waiting() -> None:
+    """From now on, calls on this thread raise ``MustWait`` instead of waiting."""
+    _thread.no_waiting = True
+
+
+def _no_waiting_here() -> bool:
+    return getattr(_thread, "no_waiting", False)
 
 
 def _check_int(value: object, what: str) -> int:
@@ -213,7 +256,7 @@ class _Waiter:
     waking through it costs far less than ``threading.Event`` (no Condition),
     which matters because every contended hand-off pays it."""
 
-    __slots__ = ("_wake", "granted", "replied", "session")
+    __slots__ = ("_wake", "error", "granted", "on_wake", "replied", "session")
 
     def __init__(self, session: SessionLike) -> None:
         self.session = session
@@ -221,6 +264,9 @@ class _Waiter:
         self._wake.acquire()
         self.granted = False
         self.replied = False
+        self.error: Exception | None = None  # why it was woken without a grant
+        # Set while the waiter is parked in the reactor, which has no thread to wake.
+        self.on_wake: Callable[[_Waiter], None] | None = None
 
     def park(self, seconds: float) -> None:
         """Sleep until woken (a hand-off or close()) or ``seconds`` pass."""
@@ -229,6 +275,8 @@ class _Waiter:
     def wake(self) -> None:
         """Called once, under the resource mutex, by whoever removed it from the list."""
         self._wake.release()
+        if self.on_wake is not None:
+            self.on_wake(self)
 
 
 class _FifoPermits(Resource):
@@ -288,8 +336,30 @@ class _FifoPermits(Resource):
                 return False
             self._before_acquire(session, bool(blocking), seconds)
             waiter = _Waiter(session)
-            self.waiters.append(waiter)
+            self.waiters.append(waiter)  # here, so the FIFO order is the arrival order
         deadline = _deadline(seconds)
+        if _no_waiting_here():
+            raise Parked(self, waiter, deadline)
+        return self._await_grant(session, waiter, deadline)
+
+    def cancel_wait(self, waiter: _Waiter) -> bool:
+        """A parked waiter's time is up: leave the FIFO.  False if it was granted first."""
+        with self.mutex:
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                return False
+            return True
+
+    def needs_ticks(self) -> bool:
+        """Whether parked waiters must call ``tick`` now and then (a lease may run out)."""
+        return False
+
+    def tick(self) -> None:
+        with self.mutex:
+            self._expire()
+
+    def _await_grant(self, session: SessionLike, waiter: _Waiter, deadline: float | None) -> bool:
         while True:
             step = _slice(deadline)
             if step > 0:
@@ -338,7 +408,9 @@ class _FifoPermits(Resource):
         with self.mutex:
             self.deleted = True
             while self.waiters:
-                self.waiters.popleft().wake()
+                waiter = self.waiters.popleft()
+                waiter.error = _deleted(self)
+                waiter.wake()
 
     def _holders_info(self) -> list[dict[str, Any]]:
         return [
@@ -371,6 +443,9 @@ class LockResource(_FifoPermits):
 
     def options(self) -> dict[str, Any]:
         return {"lease": self.lease}
+
+    def needs_ticks(self) -> bool:
+        return self.lease is not None
 
     def _before_acquire(self, session: SessionLike, blocking: bool, timeout: float | None) -> None:
         if timeout is None and session in self.holders:
@@ -574,6 +649,8 @@ class QueueResource(Resource):
                 step = _slice(deadline)
                 if step <= 0:
                     return False
+                if _no_waiting_here():
+                    raise MustWait  # nothing taken or added yet
                 self.changed.wait(step)
                 if self.deleted:
                     raise _deleted(self)
@@ -745,6 +822,8 @@ class EventResource(Resource):
                     step = _slice(deadline)
                     if step <= 0:
                         return False
+                    if _no_waiting_here():
+                        raise MustWait
                     self.changed.wait(step)
                     if self.generation != seen:
                         break
@@ -835,6 +914,8 @@ class BarrierResource(Resource):
                 raise threading.BrokenBarrierError
             current = self.round
             index = len(current.waiters)
+            if index + 1 < self.parties and _no_waiting_here():
+                raise MustWait  # before taking a place
             current.waiters.append(session)
             if len(current.waiters) == self.parties:
                 current.passed = True

@@ -3,15 +3,17 @@
 ``ShareServer`` is a ``multiprocessing.managers.Server``, so types registered
 with ``ShareManager.register()`` keep working through the stdlib's generic
 path.  A connection whose first message (after the HMAC handshake) is a
-proxyshare ``HELLO`` becomes a :class:`Session` instead: one thread reads lean
-requests from it, dispatches them straight to the named resource, and, when
-the connection drops (the client exited or was killed), releases everything
-the session held — locks, semaphore permits, barrier places, queue items in
-flight.
+proxyshare ``HELLO`` becomes a :class:`Session` instead, served by the
+reactor (see ``_reactor``): one thread reads lean requests from every ready
+session, dispatches them straight to the named resource and answers; calls
+that must wait finish on worker threads.  When a connection drops (the client
+exited or was killed) the server releases everything its session held —
+locks, semaphore permits, barrier places, queue items in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -35,13 +37,17 @@ from proxyshare._errors import (
     ResourceKindError,
     ResourceNotFoundError,
 )
+from proxyshare._reactor import Reactor, Workers
 from proxyshare._resources import (
     RESOURCE_TYPES,
+    WAIT_SLICE,
     BarrierResource,
     CounterResource,
     DictResource,
     EventResource,
     LockResource,
+    MustWait,
+    Parked,
     QueueResource,
     ReplySent,
     Resource,
@@ -49,7 +55,7 @@ from proxyshare._resources import (
     SessionGone,
 )
 from proxyshare._shm import SHM_RESOURCE_TYPES
-from proxyshare._wire import FramedSocket, Pollers, default_pollers
+from proxyshare._wire import FramedSocket
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
 
@@ -58,7 +64,6 @@ logger = logging.getLogger("proxyshare.server")
 HANDSHAKE_TIMEOUT = 10.0  # an idle, unauthenticated connection is dropped after this
 MAX_MESSAGE = 1 << 30  # requests larger than 1 GiB are refused by the client
 _HOST = socket.gethostname()
-_POLLERS = Pollers(default_pollers())  # session threads that poll for a request (see _wire)
 
 # Errors that answer a bad request; logged at INFO.  Anything else is a server
 # bug and is logged at ERROR.  Both reach the client with the traceback.
@@ -145,9 +150,28 @@ _ids = itertools.count(1)
 class Session:
     """One client connection (one thread of one client process)."""
 
-    __slots__ = ("held", "host", "id", "ops", "pid", "since", "thread", "wire")
+    __slots__ = (
+        "attached",
+        "held",
+        "host",
+        "id",
+        "ops",
+        "parked",
+        "pid",
+        "resume",
+        "since",
+        "thread",
+        "wire",
+    )
 
-    def __init__(self, wire: FramedSocket, pid: int, host: str, thread: str) -> None:
+    def __init__(
+        self,
+        wire: FramedSocket,
+        pid: int,
+        host: str,
+        thread: str,
+        resume: Callable[[Session], None],
+    ) -> None:
         self.id = next(_ids)
         self.wire = wire
         self.pid = pid
@@ -156,6 +180,9 @@ class Session:
         self.since = time.time()
         self.ops = 0
         self.held: set[Resource] = set()
+        self.attached = False  # watched by the reactor (else a worker owns it)
+        self.parked: tuple[Any, Any] | None = None  # (resource, waiter) it waits in
+        self.resume = resume  # hands the session back to the reactor
 
     def alive(self) -> bool:
         """False once the client has gone: its socket reads as EOF.
@@ -172,11 +199,19 @@ class Session:
         self.held.add(resource)
 
     def reply_early(self, result: Any) -> bool:
-        """Answer the call this session's thread is parked in (see ``_resources``)."""
+        """Answer the call this session is parked in (see ``_resources``).
+
+        The session goes straight back to the reactor, so its client's next
+        request is served without waiting for the parked worker to wake.
+        """
+        self.parked = None  # before the reply: the client's next request may follow at once
         try:
             self.wire.send_bytes(pickle.dumps((P.OK, result), P.PICKLE_PROTOCOL))
         except OSError:
-            return False  # the client is gone; its thread will find out and clean up
+            return False  # the client is gone: its EOF ends the session
+        self.ops += 1
+        if not self.attached:  # a worker's wait (see _server): hand the session back
+            self.resume(self)
         return True
 
 
@@ -216,6 +251,8 @@ class ShareServer(managers.Server):
         self.sessions_lock = threading.Lock()
         self.generic_connections = 0
         self.ops_finished = 0  # ops of sessions that have ended
+        self.reactor = Reactor(self._on_ready, self._drop)
+        self.workers = Workers()
         self._manager_ops: dict[int, Callable[..., Any]] = {
             P.OPEN: self._op_open,
             P.DELETE: self._op_delete,
@@ -248,6 +285,15 @@ class ShareServer(managers.Server):
             self.listener.close()  # also removes a unix socket file
         except OSError as exc:
             logger.warning("closing the listener failed: %s", exc)
+        self.reactor.close()
+        self.workers.close()
+        # Clients see the connection end (ServerUnavailableError), not a hang;
+        # a thread blocked on one of these sockets wakes up too.
+        with self.sessions_lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            with contextlib.suppress(OSError):  # already closed by its client
+                session.wire.sock.shutdown(socket.SHUT_RDWR)
         with self.registry_lock:
             resources = list(self.resources.values())
             self.resources.clear()
@@ -258,6 +304,7 @@ class ShareServer(managers.Server):
                 logger.exception("closing %s %r failed", resource.kind, resource.name)
 
     def accepter(self) -> None:
+        self.reactor.start()  # here, so whoever runs the accepter is served
         while not self.stop_event.is_set():
             try:
                 conn = self.listener.accept()
@@ -287,9 +334,10 @@ class ShareServer(managers.Server):
                 # From here on, frames are read straight off the socket (see _wire).
                 wire = FramedSocket(socket.socket(fileno=os.dup(conn.fileno())))
                 try:
-                    self._serve_session(wire, request)
-                finally:
+                    self._start_session(wire, request)
+                except BaseException:
                     wire.close()
+                    raise
             else:
                 with self.sessions_lock:
                     self.generic_connections += 1
@@ -326,11 +374,11 @@ class ShareServer(managers.Server):
         except Exception:
             conn.send(("#TRACEBACK", traceback.format_exc()))
 
-    # -- the lean session loop --------------------------------------------------
+    # -- lean sessions -------------------------------------------------------------
 
-    def _serve_session(self, wire: FramedSocket, hello: tuple[Any, ...]) -> None:
+    def _start_session(self, wire: FramedSocket, hello: tuple[Any, ...]) -> None:
         _op, _name, pid, host, thread = hello
-        session = Session(wire, int(pid), str(host), str(thread))
+        session = Session(wire, int(pid), str(host), str(thread), self._attach)
         with self.sessions_lock:
             self.sessions[session.id] = session
         try:
@@ -342,58 +390,195 @@ class ShareServer(managers.Server):
                 "max_message": MAX_MESSAGE,
             }
             wire.send_bytes(pickle.dumps((P.OK, info), P.PICKLE_PROTOCOL))
-            self._session_loop(session)
-        except (OSError, EOFError):
-            pass
-        finally:
+        except OSError:
             self._end_session(session)
+            wire.close()
+            return
+        self._attach(session)
 
-    def _session_loop(self, session: Session) -> None:
-        wire = session.wire
+    def _attach(self, session: Session) -> None:
+        session.attached = True
+        if not self.reactor.attach(session.wire.fileno(), session):
+            session.attached = False  # the server has stopped
+            self._drop(session)
 
-        def recv() -> memoryview | bytearray:
-            return wire.recv_view(MAX_MESSAGE, pollers)
+    def _detach(self, session: Session) -> None:
+        self.reactor.detach(session.wire.fileno())
+        session.attached = False
 
-        pollers = _POLLERS
-        send = wire.send_bytes
-        dumps = pickle.dumps
-        protocol = P.PICKLE_PROTOCOL
-        dispatch = self.dispatch
-        stop = self.stop_event
-        while not stop.is_set():
-            try:
-                data = recv()
-            except EOFError:
+    def _drop(self, session: Session) -> None:
+        """The connection is over: release what it held, close it."""
+        if session.attached:
+            with contextlib.suppress(OSError, ValueError):  # a closed fd or reactor
+                self._detach(session)
+        self._end_session(session)
+        session.wire.close()
+
+    def _on_ready(self, session: Session) -> None:
+        """Reactor thread: serve the request that has arrived on ``session``."""
+        try:
+            data = session.wire.recv_ready(MAX_MESSAGE)
+        except EOFError:
+            self._drop(session)
+            return
+        except OSError as exc:  # a reset, or a frame that breaks the protocol
+            logger.info("dropping client %s: %s", session.id, exc)
+            self._drop(session)
+            return
+        if isinstance(data, int):
+            if data:  # more than one read's worth: a worker reads the rest
+                self._detach(session)
+                self.workers.submit(self._serve_on_worker, session, data)
+            return
+        if session.parked is not None:  # a waiting client sends nothing: it is broken
+            logger.info("dropping client %s: it sent a request while waiting", session.id)
+            self._drop(session)
+            return
+        request: Any = None
+        try:
+            request = pickle.loads(data)
+            reply = self._outcome(session, request, self.dispatch, session, request)
+        except Parked as parked:
+            self._park(session, parked)
+            return
+        except MustWait:
+            self._detach(session)
+            self.workers.submit(self._finish_on_worker, session, request)
+            return
+        except BaseException as exc:  # from unpickling, even SystemExit: answer, go on
+            reply = (P.ERROR, self._error_reply(exc, request))
+        if reply is None:
+            return
+        session.ops += 1
+        payload = self._dump_reply(reply, request)
+        try:
+            sent = session.wire.send_ready(payload)
+        except OSError:
+            self._undeliverable(request, reply)
+            self._drop(session)
+            return
+        if sent == len(payload) + 4:
+            if not session.attached:
+                self._attach(session)
+            return
+        if session.attached:
+            self._detach(session)
+        self.workers.submit(self._send_on_worker, session, request, reply, payload, sent)
+
+    def _outcome(
+        self, session: Session, request: Any, call: Callable[..., Any], *args: Any
+    ) -> tuple[int, Any] | None:
+        """The reply to ``request``, or None if none is due (the session is then dealt with)."""
+        try:
+            return (P.OK, call(*args))
+        except (MustWait, Parked):
+            raise
+        except SessionGone:
+            self._drop(session)
+        except ReplySent:
+            pass  # and the session is back with the reactor
+        except BaseException as exc:
+            if not self.stop_event.is_set():
+                return (P.ERROR, self._error_reply(exc, request))
+            # Woken because the server is stopping (resources closed under a
+            # blocked call): no reply, so the client sees ServerUnavailableError,
+            # not "deleted".
+            self._drop(session)
+        return None
+
+    def _dump_reply(self, reply: tuple[int, Any], request: Any) -> bytes:
+        try:
+            return pickle.dumps(reply, P.PICKLE_PROTOCOL)
+        except Exception as exc:
+            return pickle.dumps((P.ERROR, self._error_reply(exc, request)), P.PICKLE_PROTOCOL)
+
+    # The worker side: each job owns its (detached) session until it attaches it again.
+
+    def _serve_on_worker(self, session: Session, have: int) -> None:
+        try:
+            data = session.wire.recv_view(MAX_MESSAGE, None, have)
+        except (EOFError, OSError) as exc:
+            logger.info("dropping client %s: %s", session.id, exc)
+            self._drop(session)
+            return
+        request: Any = None
+        try:
+            request = pickle.loads(data)
+        except BaseException as exc:
+            reply: tuple[int, Any] | None = (P.ERROR, self._error_reply(exc, request))
+        else:
+            reply = self._outcome(session, request, self.dispatch, session, request)
+        self._reply_on_worker(session, request, reply)
+
+    def _finish_on_worker(self, session: Session, request: Any) -> None:
+        reply = self._outcome(session, request, self.dispatch, session, request)
+        self._reply_on_worker(session, request, reply)
+
+    # Lock and semaphore waiters parked in the reactor: no thread waits for them.
+
+    def _park(self, session: Session, parked: Parked) -> None:
+        resource, waiter = parked.resource, parked.waiter
+        with resource.mutex:  # the same mutex a grant or a delete takes
+            if waiter.granted:
+                return  # already answered by reply_early
+            if waiter.error is None:
+                session.parked = (resource, waiter)
+                waiter.on_wake = self._parked_woken
+                if parked.deadline is not None:
+                    self.reactor.call_at(parked.deadline, self._parked_timeout, session, waiter)
+                if resource.needs_ticks():
+                    self._schedule_tick(session, waiter)
                 return
-            except OSError as exc:  # a reset, or a frame that breaks the protocol
-                logger.info("dropping client %s: %s", session.id, exc)
-                return
-            request: Any = None
-            try:
-                request = pickle.loads(data)
-                reply = (P.OK, dispatch(session, request))
-            except SessionGone:
-                return
-            except ReplySent:
-                session.ops += 1
-                continue
-            except BaseException as exc:  # even SystemExit from unpickling: answer, go on
-                if stop.is_set():
-                    # Woken because the server is stopping (resources closed under
-                    # a blocked call): no reply, so the client sees
-                    # ServerUnavailableError, not "deleted".
-                    return
-                reply = (P.ERROR, self._error_reply(exc, request))
+        self._answer_parked(session, (P.ERROR, _error_value(waiter.error)))
+
+    def _schedule_tick(self, session: Session, waiter: Any) -> None:
+        self.reactor.call_at(time.monotonic() + WAIT_SLICE, self._parked_tick, session, waiter)
+
+    def _parked_tick(self, session: Session, waiter: Any) -> None:
+        """A leased lock: take it back from a holder whose lease ran out."""
+        parked = session.parked
+        if parked is not None and parked[1] is waiter:
+            parked[0].tick()
+            if session.parked is not None and session.parked[1] is waiter:
+                self._schedule_tick(session, waiter)
+
+    def _parked_timeout(self, session: Session, waiter: Any) -> None:
+        parked = session.parked
+        if parked is not None and parked[1] is waiter and parked[0].cancel_wait(waiter):
+            session.parked = None
+            self._answer_parked(session, (P.OK, False))
+
+    def _parked_woken(self, waiter: Any) -> None:
+        """Under the resource mutex: a parked waiter's resource was deleted."""
+        if waiter.granted or waiter.error is None:
+            return  # granted: reply_early answered
+        session = waiter.session
+        session.parked = None
+        if not self.stop_event.is_set():
+            self._answer_parked(session, (P.ERROR, _error_value(waiter.error)))
+
+    def _answer_parked(self, session: Session, reply: tuple[int, Any]) -> None:
+        session.ops += 1
+        with contextlib.suppress(OSError):  # the client is gone: its EOF drops the session
+            session.wire.send_bytes(pickle.dumps(reply, P.PICKLE_PROTOCOL))
+
+    def _reply_on_worker(
+        self, session: Session, request: Any, reply: tuple[int, Any] | None
+    ) -> None:
+        if reply is not None:
             session.ops += 1
-            try:
-                payload = dumps(reply, protocol)
-            except Exception as exc:
-                payload = dumps((P.ERROR, self._error_reply(exc, request)), protocol)
-            try:
-                send(payload)
-            except OSError:
-                self._undeliverable(request, reply)
-                return
+            self._send_on_worker(session, request, reply, self._dump_reply(reply, request), 0)
+
+    def _send_on_worker(
+        self, session: Session, request: Any, reply: tuple[int, Any], payload: bytes, sent: int
+    ) -> None:
+        try:
+            session.wire.send_rest(payload, sent)
+        except OSError:
+            self._undeliverable(request, reply)
+            self._drop(session)
+            return
+        self._attach(session)
 
     def _error_reply(self, exc: BaseException, request: Any) -> tuple[BaseException, str]:
         text = traceback.format_exc()
@@ -425,8 +610,11 @@ class ShareServer(managers.Server):
         # would be granted to a waiter whose acquire() then returns True from
         # a server that is gone.  Its clients get ServerUnavailableError instead.
         if not self.stop_event.is_set():
-            # Only holdings need releasing: this session's one thread is here,
-            # so it is not parked in any wait list.
+            # Whoever ends a session owns it: it waits in no list but the
+            # FIFO it may be parked in (in the reactor).
+            parked, session.parked = session.parked, None
+            if parked is not None:
+                parked[0].session_closed(session)  # leave the FIFO
             for resource in list(session.held):
                 resource.session_closed(session)
         with self.sessions_lock:
@@ -508,7 +696,7 @@ class ShareServer(managers.Server):
                 "started": self.started,
                 "uptime": time.time() - self.started,
                 "operations": ops,
-                "threads": threading.active_count(),
+                "threads": threading.active_count() - self.workers.idle,
                 "generic_connections": generic,
             },
             "clients": [{**s.describe(), "since": s.since, "operations": s.ops} for s in sessions],
@@ -557,6 +745,11 @@ class ShareServer(managers.Server):
             for mutex in reversed(mutexes):
                 mutex.release()
         return results
+
+
+def _error_value(exc: Exception) -> tuple[Exception, str]:
+    """An error reply's value for an error raised by nobody (no traceback to send)."""
+    return (exc, f"{type(exc).__name__}: {exc}\n")
 
 
 def _describe_request(request: Any) -> str:

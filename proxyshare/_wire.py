@@ -14,6 +14,11 @@ Waiting for a message polls for a few tens of µs before it sleeps (see
 request, usually come within that time, and a thread that has not slept
 needs no wake-up: on the 2-core VM this project is measured on, waking a
 sleeping thread on the other core costs more than the whole request.
+
+The server's reactor (see ``_reactor``) must never block, so it uses
+``recv_ready``/``send_ready``: one non-blocking system call each.  The rare
+message that does not fit in one call (large, or split by the network) is
+finished with the blocking ``recv_view``/``send_rest`` on a worker thread.
 """
 
 from __future__ import annotations
@@ -156,16 +161,64 @@ class FramedSocket:
                 self._spin = budget / 2 if budget >= _SPIN / 8 else 0.0
         return got
 
+    def recv_ready(self, maxlength: int | None = None) -> memoryview | int:
+        """Read what has arrived, without blocking.
+
+        Returns the message (a view into the buffer, valid until the next
+        read) if all of it was there; otherwise how many of its bytes are in
+        the buffer (0: none), for ``recv_view(maxlength, have=...)`` to finish.
+        """
+        try:
+            got = self.sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        if not got:
+            raise EOFError("connection closed")
+        if got >= 4:
+            end = 4 + self._size(maxlength)
+            if got == end:
+                return self._view[4:end]
+            if got > end:
+                raise OSError("protocol error: data after a message")
+        return got
+
+    def send_ready(self, payload: bytes) -> int:
+        """Send what the socket takes now, without blocking; return bytes of the frame sent.
+
+        A large payload is not tried at all (0): copying it into one frame
+        would cost more than the worker thread that sends it.
+        """
+        if len(payload) >= _SMALL:
+            return 0
+        try:
+            return self.sock.send(_HEADER.pack(len(payload)) + payload, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    def send_rest(self, payload: bytes, sent: int) -> None:
+        """Finish sending the frame of ``payload`` of which ``send_ready`` sent ``sent`` bytes."""
+        if not sent:
+            self.send_bytes(payload)
+        else:
+            self.sock.sendall((_HEADER.pack(len(payload)) + payload)[sent:])
+
+    def _size(self, maxlength: int | None) -> int:
+        (size,) = _HEADER.unpack_from(self._view)
+        if size < 0 or (maxlength is not None and size > maxlength):
+            raise OSError(f"bad message length {size}")
+        return int(size)
+
     def recv_view(
-        self, maxlength: int | None = None, pollers: Pollers | None = None
+        self, maxlength: int | None = None, pollers: Pollers | None = None, have: int = 0
     ) -> memoryview | bytearray:
         """The next message; a view into the buffer, valid until the next read.
 
         ``pollers``: see ``_wait_first_bytes``; None never polls (the handshake).
+        ``have``: bytes of the message already in the buffer (from ``recv_ready``).
         """
         view = self._view
         sock = self.sock
-        got = self._wait_first_bytes(pollers)
+        got = have or self._wait_first_bytes(pollers)
         if not got:
             raise EOFError("connection closed")
         while got < 4:
@@ -173,9 +226,7 @@ class FramedSocket:
             if not more:
                 raise EOFError("connection closed inside a message header")
             got += more
-        (size,) = _HEADER.unpack_from(view)
-        if size < 0 or (maxlength is not None and size > maxlength):
-            raise OSError(f"bad message length {size}")
+        size = self._size(maxlength)
         end = 4 + size
         if end <= _BUFFER:
             while got < end:
