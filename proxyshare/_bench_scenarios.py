@@ -142,7 +142,6 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
             "basemanager-floor",
             "bare stdlib BaseManager, registered Counter.increment()",
             "stdlib BaseManager",
-            default=False,
         ),
         _spec("redis", "redis-py INCR", "redis-py"),
         _spec(

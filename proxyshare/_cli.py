@@ -328,8 +328,7 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
         "--scenarios",
         type=_scenario_names,
         metavar="A,B",
-        help="scenarios to run (default: all but basemanager-floor; 'all' adds it; "
-        "'queue' = the queue scenarios)",
+        help="scenarios to run (default: all; 'queue' = the queue scenarios)",
     )
     bench.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     bench.add_argument(

@@ -4,9 +4,9 @@ How one call travels (here ``hits.increment()`` inside a pool worker)::
 
     worker process                                 server process (ShareServer)
     ──────────────                                 ────────────────────────────
-    hits.increment()                               accepter thread
-      └─ ServerRef.call(COUNTER_ADD, "hits", 1)        └─ one thread per connection
-           └─ this thread's Channel ── pickled ──▶        Session loop: recv request
+    hits.increment()                               accepter thread: handshake
+      └─ ServerRef.call(COUNTER_ADD, "hits", 1)    reactor thread (every session)
+           └─ this thread's Channel ── pickled ──▶        epoll: request ready
               (opened on first use:  (op, name, n)        dispatch → resources["hits"]
                HMAC handshake + HELLO)                    CounterResource.add(session, 1)
            ◀── pickled (OK, 42) or (ERROR, (exc, traceback)) ───┘

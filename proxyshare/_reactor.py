@@ -1,16 +1,21 @@
 """One thread that serves every ready session, and the workers it hands waits to.
 
 Why not a thread per connection (the stdlib manager's way)?  With two or more
-busy clients, their server threads take turns on the GIL, and every request
-then pays thread wake-ups on top of its round trip: on a 2-core machine the
-cost per operation flipped between ~10 and ~21 µs from run to run.  One
-thread that takes whatever sockets ``epoll`` reports ready, and answers each
-straight away, has no GIL hand-offs at all.
+busy clients, their server threads take turns on the GIL, and a turn can cost
+a wake-up on the other core, which on the 2-core VM we measure on costs more
+than a request.  The 2-worker counter benchmark flipped between ~10 and ~25
+µs/op from run to run.  One thread that takes whatever sockets ``epoll``
+reports ready, answers each at once, and polls a little before it sleeps
+(see ``_wire``) has no GIL hand-offs and, under load, never sleeps: 11-13
+µs/op, run after run.  Without the polling it was slower than the threads
+(26-31 µs/op): an ``epoll`` wake-up is not a "sync" one, so the scheduler
+puts the woken thread on the other core more often than a ``recv`` wake-up.
 
-That thread must never wait, so a request that has to (a contended lock, an
-empty queue, an unset event, a message too large for one read) is handed to
-a :class:`Workers` thread together with its connection, which is taken out of
-the ``epoll`` set meanwhile and put back when the reply has gone out.
+That thread must never wait.  A lock or semaphore waiter parks in its FIFO
+with no thread at all (see ``_server``).  Any other request that must wait
+(an empty queue, an unset event, a barrier, a message too large for one
+read) goes to a :class:`Workers` thread with its connection, which leaves
+the ``epoll`` set until the reply has gone out.
 """
 
 from __future__ import annotations

@@ -199,10 +199,11 @@ class Session:
         self.held.add(resource)
 
     def reply_early(self, result: Any) -> bool:
-        """Answer the call this session is parked in (see ``_resources``).
+        """Answer the acquire this session waits in, from the granting thread.
 
-        The session goes straight back to the reactor, so its client's next
-        request is served without waiting for the parked worker to wake.
+        A session parked in the reactor stays watched there; one whose wait
+        runs on a worker goes back to the reactor now, so its client's next
+        request is served without waiting for that worker to wake.
         """
         self.parked = None  # before the reply: the client's next request may follow at once
         try:

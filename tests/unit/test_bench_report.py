@@ -46,11 +46,10 @@ def _report(measurements: list[tuple[str, float]], workers: int = 2) -> BenchRep
     return report
 
 
-def test_default_scenarios_leave_out_the_opt_in_basemanager_floor() -> None:
+def test_default_scenarios_are_all_so_every_target_is_measured_in_one_run() -> None:
     default = expand_scenarios(None)
-    assert "basemanager-floor" not in default
-    assert {"initializer", "proxyshare-counter", "floor", "queue-proxyshare"} <= set(default)
-    assert expand_scenarios(["all"]) == list(SCENARIOS)
+    assert {"initializer", "proxyshare-counter", "floor", "basemanager-floor"} <= set(default)
+    assert default == expand_scenarios(["all"]) == list(SCENARIOS)
 
 
 def test_scenario_selection_keeps_table_order_and_expands_aliases() -> None:
