@@ -20,6 +20,7 @@ the ``epoll`` set until the reply has gone out.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -41,6 +42,52 @@ IDLE_WORKER_SECONDS = 2.0  # an idle worker thread exits after this
 _MAX_EVENTS = 64  # per poll; without a limit Python allocates room for 1023 each call
 
 
+class _Epoll:
+    """Linux: a descriptor registered from another thread counts in a running poll."""
+
+    notices_new_fds = True
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+
+    def register(self, fd: int) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def unregister(self, fd: int) -> None:
+        self._epoll.unregister(fd)
+
+    def poll(self, seconds: float) -> list[tuple[int, int]]:
+        return self._epoll.poll(seconds, _MAX_EVENTS)
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+class _Poll:
+    """macOS and the BSDs: ``poll(2)``; a new descriptor needs the loop woken."""
+
+    notices_new_fds = False
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+
+    def register(self, fd: int) -> None:
+        self._poll.register(fd, select.POLLIN)
+
+    def unregister(self, fd: int) -> None:
+        self._poll.unregister(fd)
+
+    def poll(self, seconds: float) -> list[tuple[int, int]]:
+        return self._poll.poll(seconds * 1000)
+
+    def close(self) -> None:
+        pass
+
+
+def _poller() -> _Epoll | _Poll:
+    return _Epoll() if hasattr(select, "epoll") else _Poll()
+
+
 class Reactor:
     """Calls ``on_ready(owner)`` for every attached file descriptor that is readable."""
 
@@ -48,8 +95,9 @@ class Reactor:
         self,
         on_ready: Callable[[Any], None],
         on_error: Callable[[Any], None],
+        poller: Callable[[], _Epoll | _Poll] | None = None,
     ) -> None:
-        self._epoll = select.epoll()
+        self._poller = (poller or _poller)()
         self._owners: dict[int, Any] = {}
         self._on_ready = on_ready
         self._on_error = on_error  # on_ready raised (a bug): drop that owner, go on
@@ -57,8 +105,9 @@ class Reactor:
         self._timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._timer_ids = itertools.count()
         self._starting = threading.Lock()  # guards start/attach against close
-        self._wake_r, self._wake_w = os.pipe()
-        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._wake_r, self._wake_w = os.pipe()  # written to wake the loop up
+        os.set_blocking(self._wake_r, False)
+        self._poller.register(self._wake_r)
         self.thread = threading.Thread(target=self._run, name="proxyshare-reactor", daemon=True)
 
     def attach(self, fd: int, owner: Any) -> bool:
@@ -67,13 +116,15 @@ class Reactor:
             if self._closed:
                 return False
             self._owners[fd] = owner  # before registering: an event may come at once
-            self._epoll.register(fd, select.EPOLLIN)
+            self._poller.register(fd)
+            if not self._poller.notices_new_fds and threading.current_thread() is not self.thread:
+                os.write(self._wake_w, b"a")  # the loop polls again with fd included
         return True
 
     def detach(self, fd: int) -> None:
         """Stop watching ``fd``; only the reactor thread calls this."""
         del self._owners[fd]
-        self._epoll.unregister(fd)
+        self._poller.unregister(fd)
 
     def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop at ``time.monotonic()`` ``when``; loop thread only."""
@@ -110,7 +161,7 @@ class Reactor:
         if self.thread.ident is not None and self.thread is not threading.current_thread():
             self.thread.join(5)
         if not self.thread.is_alive():
-            self._epoll.close()
+            self._poller.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -118,7 +169,7 @@ class Reactor:
         from proxyshare._resources import forbid_waiting
 
         forbid_waiting()  # a resource that would wait raises MustWait instead
-        poll = self._epoll.poll
+        poll = self._poller.poll
         owners = self._owners
         on_ready = self._on_ready
         full = spin_seconds()
@@ -129,7 +180,7 @@ class Reactor:
         while not self._closed:  # not the server's stop: a stopping server still answers
             if timers:
                 self._run_due_timers()
-            ready = poll(0, _MAX_EVENTS)
+            ready = poll(0)
             if not ready:
                 # Poll before sleeping, as _wire's waits do: under load the
                 # next request comes within microseconds, and a thread that
@@ -138,9 +189,9 @@ class Reactor:
                 end = start + budget
                 while budget and not ready and now() < end:
                     pause()
-                    ready = poll(0, _MAX_EVENTS)
+                    ready = poll(0)
                 if not ready:
-                    ready = poll(self._sleep_seconds(), _MAX_EVENTS)
+                    ready = poll(self._sleep_seconds())
                     if full:
                         if now() - start < 2 * full:
                             budget = full
@@ -151,6 +202,9 @@ class Reactor:
             for fd, _events in ready:
                 owner = owners.get(fd)
                 if owner is None:
+                    if fd == self._wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 4096)
                     continue
                 try:
                     on_ready(owner)
