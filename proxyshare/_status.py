@@ -109,7 +109,10 @@ class ServerStatus(BaseModel):
     started: float | None = Field(default=None, description="start time (epoch seconds)")
     uptime: float = Field(default=0.0, description="seconds since start")
     operations: int = Field(default=0, description="requests served since start, all clients")
-    threads: int | None = Field(default=None, description="threads in the server process")
+    threads: int | None = Field(
+        default=None,
+        description="busy threads in the server process (idle pool threads not counted)",
+    )
     generic_connections: int | None = Field(
         default=None, description="open connections using the stdlib manager protocol"
     )
