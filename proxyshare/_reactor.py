@@ -34,7 +34,7 @@ from typing import Any
 
 from proxyshare._wire import spin_seconds
 
-__all__ = ["IDLE_WORKER_SECONDS", "Reactor", "Workers"]
+__all__ = ["IDLE_WORKER_SECONDS", "Reactor", "Timer", "Workers"]
 
 logger = logging.getLogger("proxyshare.server")
 
@@ -88,6 +88,22 @@ def _poller() -> _Epoll | _Poll:
     return _Epoll() if hasattr(select, "epoll") else _Poll()
 
 
+class Timer:
+    """A call scheduled on the loop; ``cancel()`` may come from any thread."""
+
+    __slots__ = ("args", "fn", "reactor")
+
+    def __init__(self, reactor: Reactor, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.reactor = reactor
+        self.fn: Callable[..., None] | None = fn
+        self.args = args
+
+    def cancel(self) -> None:
+        if self.fn is not None:
+            self.fn = None
+            self.reactor._cancelled += 1  # a count for compaction; races only delay it
+
+
 class Reactor:
     """Calls ``on_ready(owner)`` for every attached file descriptor that is readable."""
 
@@ -102,8 +118,9 @@ class Reactor:
         self._on_ready = on_ready
         self._on_error = on_error  # on_ready raised (a bug): drop that owner, go on
         self._closed = False
-        self._timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._timers: list[tuple[float, int, Timer]] = []
         self._timer_ids = itertools.count()
+        self._cancelled = 0  # cancelled timers still in the heap
         self._starting = threading.Lock()  # guards start/attach against close
         self._wake_r, self._wake_w = os.pipe()  # written to wake the loop up
         os.set_blocking(self._wake_r, False)
@@ -126,15 +143,29 @@ class Reactor:
         del self._owners[fd]
         self._poller.unregister(fd)
 
-    def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+    def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> Timer:
         """Run ``fn(*args)`` on the loop at ``time.monotonic()`` ``when``; loop thread only."""
-        heapq.heappush(self._timers, (when, next(self._timer_ids), fn, args))
+        timers = self._timers
+        if self._cancelled > 64 and self._cancelled * 2 > len(timers):
+            # Mostly cancelled (e.g. acquires with long timeouts, granted early):
+            # drop those, so the heap stays as large as the live timers, not the traffic.
+            timers[:] = [entry for entry in timers if entry[2].fn is not None]
+            heapq.heapify(timers)
+            self._cancelled = 0
+        timer = Timer(self, fn, args)
+        heapq.heappush(timers, (when, next(self._timer_ids), timer))
+        return timer
 
     def _run_due_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
         while timers and timers[0][0] <= now:
-            _when, _id, fn, args = heapq.heappop(timers)
+            timer = heapq.heappop(timers)[2]
+            fn, args = timer.fn, timer.args
+            if fn is None:
+                self._cancelled -= 1
+                continue
+            timer.fn = None
             try:
                 fn(*args)
             except Exception:  # a bug: log it, keep serving

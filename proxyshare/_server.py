@@ -37,7 +37,7 @@ from proxyshare._errors import (
     ResourceKindError,
     ResourceNotFoundError,
 )
-from proxyshare._reactor import Reactor, Workers
+from proxyshare._reactor import Reactor, Timer, Workers
 from proxyshare._resources import (
     RESOURCE_TYPES,
     WAIT_SLICE,
@@ -181,7 +181,8 @@ class Session:
         self.ops = 0
         self.held: set[Resource] = set()
         self.attached = False  # watched by the reactor (else a worker owns it)
-        self.parked: tuple[Any, Any] | None = None  # (resource, waiter) it waits in
+        # (resource, waiter, its timeout's timer or None) while parked in the reactor
+        self.parked: tuple[Any, Any, Timer | None] | None = None
         self.resume = resume  # hands the session back to the reactor
 
     def alive(self) -> bool:
@@ -198,6 +199,13 @@ class Session:
     def hold(self, resource: Resource) -> None:
         self.held.add(resource)
 
+    def unpark(self) -> tuple[Any, Any, Timer | None] | None:
+        """No longer parked (answered, or gone); cancels the timeout.  Returns what it was."""
+        parked, self.parked = self.parked, None
+        if parked is not None and parked[2] is not None:
+            parked[2].cancel()
+        return parked
+
     def reply_early(self, result: Any) -> bool:
         """Answer the acquire this session waits in, from the granting thread.
 
@@ -205,7 +213,7 @@ class Session:
         runs on a worker goes back to the reactor now, so its client's next
         request is served without waiting for that worker to wake.
         """
-        self.parked = None  # before the reply: the client's next request may follow at once
+        self.unpark()  # before the reply: the client's next request may follow at once
         try:
             self.wire.send_bytes(pickle.dumps((P.OK, result), P.PICKLE_PROTOCOL))
         except OSError:
@@ -523,10 +531,13 @@ class ShareServer(managers.Server):
             if waiter.granted:
                 return  # already answered by reply_early
             if waiter.error is None:
-                session.parked = (resource, waiter)
-                waiter.on_wake = self._parked_woken
+                timer = None
                 if parked.deadline is not None:
-                    self.reactor.call_at(parked.deadline, self._parked_timeout, session, waiter)
+                    timer = self.reactor.call_at(
+                        parked.deadline, self._parked_timeout, session, waiter
+                    )
+                session.parked = (resource, waiter, timer)
+                waiter.on_wake = self._parked_woken
                 if resource.needs_ticks():
                     self._schedule_tick(session, waiter)
                 return
@@ -546,7 +557,7 @@ class ShareServer(managers.Server):
     def _parked_timeout(self, session: Session, waiter: Any) -> None:
         parked = session.parked
         if parked is not None and parked[1] is waiter and parked[0].cancel_wait(waiter):
-            session.parked = None
+            session.unpark()
             self._answer_parked(session, (P.OK, False))
 
     def _parked_woken(self, waiter: Any) -> None:
@@ -554,7 +565,7 @@ class ShareServer(managers.Server):
         if waiter.granted or waiter.error is None:
             return  # granted: reply_early answered
         session = waiter.session
-        session.parked = None
+        session.unpark()
         if not self.stop_event.is_set():
             self._answer_parked(session, (P.ERROR, _error_value(waiter.error)))
 
@@ -613,7 +624,7 @@ class ShareServer(managers.Server):
         if not self.stop_event.is_set():
             # Whoever ends a session owns it: it waits in no list but the
             # FIFO it may be parked in (in the reactor).
-            parked, session.parked = session.parked, None
+            parked = session.unpark()
             if parked is not None:
                 parked[0].session_closed(session)  # leave the FIFO
             for resource in list(session.held):
