@@ -303,7 +303,11 @@ def test_fifty_parked_waiters_cost_no_server_thread_and_all_get_the_lock_in_turn
 # -- a parked session that speaks ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("payload", [b"too soon"], ids=["small"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"too soon", bytes(200 * 1024)],  # read at once; or more than one read (a worker's)
+    ids=["small", "large"],
+)
 def test_a_parked_session_that_sends_another_request_is_dropped_and_never_granted(
     caplog: pytest.LogCaptureFixture, payload: bytes
 ) -> None:
