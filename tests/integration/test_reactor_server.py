@@ -102,8 +102,9 @@ def _open(mgr: Any, kind: str, name: str) -> Any:
 
 
 def _resource(mgr: Any, name: str) -> dict[str, Any]:
-    (found,) = [r for r in mgr.status()["resources"] if r["name"] == name]
-    return found
+    found: list[dict[str, Any]] = [r for r in mgr.status()["resources"] if r["name"] == name]
+    assert len(found) == 1, f"no resource {name!r}"
+    return found[0]
 
 
 def _waiters(mgr: Any, name: str) -> list[str]:
@@ -359,7 +360,13 @@ def test_a_parked_session_that_sends_another_request_is_dropped_and_never_grante
         lock.release()
         assert not lock.locked()  # not granted to the dropped session
         assert counter.increment() == 1
-        other = Call(lambda: lock.acquire(timeout=10) and (lock.release() or True))
+
+        def other_client() -> bool:
+            got = bool(lock.acquire(timeout=10))
+            lock.release()
+            return got
+
+        other = Call(other_client)
         other.start()
         assert other.outcome() is True
 
