@@ -434,14 +434,15 @@ class ShareServer(managers.Server):
             logger.info("dropping client %s: %s", session.id, exc)
             self._drop(session)
             return
-        if isinstance(data, int):
-            if data:  # more than one read's worth: a worker reads the rest
-                self._detach(session)
-                self.workers.submit(self._serve_on_worker, session, data)
+        if isinstance(data, int) and not data:  # nothing had arrived after all
             return
         if session.parked is not None:  # a waiting client sends nothing: it is broken
             logger.info("dropping client %s: it sent a request while waiting", session.id)
             self._drop(session)
+            return
+        if isinstance(data, int):  # more than one read's worth: a worker reads the rest
+            self._detach(session)
+            self.workers.submit(self._serve_on_worker, session, data)
             return
         request: Any = None
         try:
