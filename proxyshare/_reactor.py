@@ -241,7 +241,10 @@ class Reactor:
                     on_ready(owner)
                 except Exception:
                     logger.exception("serving a connection failed; it is closed")
-                    self._on_error(owner)
+                    try:
+                        self._on_error(owner)
+                    except Exception:  # the loop must outlive any one connection
+                        logger.exception("closing that connection failed too")
 
 
 class Workers:

@@ -34,13 +34,13 @@ class Loop:
     arrived, record the owner) for that owner.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, poller: Callable[[], Any] | None = None) -> None:
         self.ready: list[Any] = []  # owners, in call order
         self.errors: list[Any] = []  # owners passed to on_error
         self.socks: dict[Any, socket.socket] = {}  # owner -> the watched end
         self.handlers: dict[Any, Callable[[Any], None]] = {}
         self.on_error_hook: Callable[[Any], None] | None = None
-        self.reactor = Reactor(self._on_ready, self._on_error)
+        self.reactor = Reactor(self._on_ready, self._on_error, poller)
 
     def _on_ready(self, owner: Any) -> None:
         handler = self.handlers.get(owner)
@@ -63,14 +63,18 @@ class Loop:
         return self.ready.count(owner)
 
 
-@pytest.fixture(params=["default", "0"], ids=["polling", "no-polling"])
+@pytest.fixture(
+    params=[("default", None), ("0", None), ("default", _reactor._Poll)],
+    ids=["polling", "no-polling", "poll(2)-backend"],
+)
 def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loop]:
-    """A running reactor, with the loop's poll-before-sleep on and off."""
-    if request.param == "default":
+    """A running reactor: poll-before-sleep on and off, and the macOS/BSD poll(2) backend."""
+    spin, poller = request.param
+    if spin == "default":
         monkeypatch.delenv(SPIN_ENV, raising=False)
     else:
-        monkeypatch.setenv(SPIN_ENV, request.param)  # read when the loop starts
-    harness = Loop()
+        monkeypatch.setenv(SPIN_ENV, spin)  # read when the loop starts
+    harness = Loop(poller)
     harness.reactor.start()
     try:
         yield harness
