@@ -123,7 +123,10 @@ def test_capabilities_come_from_checks_the_bench_ran(quick_run: dict[str, Any]) 
 def test_targets_are_in_the_report(quick_run: dict[str, Any]) -> None:
     targets = {t["name"]: t for t in quick_run["json"]["targets"]}
     assert targets["counter-vs-syncmanager"]["measured"] is not None
-    assert targets["counter-vs-basemanager"]["met"] is None  # opt-in scenario not run
+    # Every served-vs-stdlib target is measured by the default run (met or not is
+    # the machine's business: speed is reported, not asserted).
+    for name in ("counter-vs-basemanager", "counter-vs-basemanager-0.7", "lock-vs-basemanager"):
+        assert targets[name]["measured"] is not None, name
     assert targets["lock-round-trips"]["measured"] <= 4.0  # counted, not timed
 
 
