@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import select
 import socket
 import threading
 import time
@@ -44,6 +43,12 @@ _dumps = pickle.dumps
 _loads = pickle.loads
 _POLLERS = Pollers(default_pollers())  # threads of this process that poll for a reply
 
+# This process's pid, kept by a fork hook: os.getpid() is a system call, and
+# every call checks that its connection was not inherited from a parent.
+_pid = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 
 class Channel:
     """One authenticated session with a server, used by one thread."""
@@ -51,7 +56,6 @@ class Channel:
     __slots__ = (
         "__weakref__",
         "_busy",
-        "_idle",
         "_wire",
         "address",
         "closed",
@@ -62,7 +66,7 @@ class Channel:
 
     def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
         self.address = address
-        self.pid = os.getpid()
+        self.pid = _pid[0]
         self.max_message = 1 << 16  # until the server says how much it accepts
         self.closed = False
         self._busy = False
@@ -75,8 +79,6 @@ class Channel:
             self._wire.close()
             raise
         self._wire.sock.settimeout(None)  # handshake done: calls may block (acquire)
-        self._idle = select.poll()
-        self._idle.register(self._wire.fileno(), select.POLLIN)
 
     def stale(self) -> bool:
         """True if the server closed this idle connection (it restarted or dropped us).
@@ -84,7 +86,7 @@ class Channel:
         Between calls the server sends nothing, so any event means EOF or an
         error; checking before a request is sent makes reconnecting safe.
         """
-        return bool(self._idle.poll(0))
+        return bool(self._wire.readable(0))
 
     def call(self, request: tuple[Any, ...]) -> Any:
         """Send one request and return its result, or raise its error."""
@@ -312,8 +314,9 @@ class ServerRef:
         except AttributeError:
             channels = _tls.channels = {}
         channel = channels.get(self._key)
-        if channel is None or channel.closed or channel.pid != os.getpid() or channel.stale():
-            if channel is not None and channel.pid == os.getpid() and not channel.closed:
+        pid = _pid[0]
+        if channel is None or channel.closed or channel.pid != pid or channel.stale():
+            if channel is not None and channel.pid == pid and not channel.closed:
                 channel.close()  # the server dropped it; nothing was in flight
             channel = Channel(self.address, self.authkey)
             channels[self._key] = channel

@@ -24,6 +24,7 @@ finished with the blocking ``recv_view``/``send_rest`` on a worker thread.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import threading
@@ -59,9 +60,6 @@ def spin_seconds(environ: dict[str, str] | os._Environ[str] = os.environ) -> flo
 _SPIN = spin_seconds()
 _now = time.perf_counter
 _yield = os.sched_yield if hasattr(os, "sched_yield") else lambda: None
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-if not _DONTWAIT:  # pragma: no cover - Windows has no MSG_DONTWAIT: always sleep
-    _SPIN = 0.0
 
 
 class Pollers:
@@ -100,13 +98,17 @@ class FramedSocket:
     (``answer_challenge``/``deliver_challenge``) runs on it unchanged.
     """
 
-    __slots__ = ("_buf", "_spin", "_view", "sock")
+    __slots__ = ("_buf", "_spin", "_view", "readable", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buf = bytearray(_BUFFER)
         self._view = memoryview(self._buf)
         self._spin = _SPIN  # this connection's current polling budget, seconds
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        # readable(0): events now (POLLIN, or POLLHUP/POLLERR once the peer is gone)
+        self.readable = poller.poll
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -139,18 +141,17 @@ class FramedSocket:
         slot = pollers.take() if budget and pollers is not None else None
         if slot is not None:
             try:
+                # poll(0) rather than a non-blocking recv: no exception to raise
+                # and catch each time round, which costs more than the system call.
+                readable = self.readable
                 end = start + budget
-                while True:
-                    try:
-                        got = sock.recv_into(view, 0, _DONTWAIT)
-                    except BlockingIOError:
-                        if _now() >= end:
-                            break
-                        _yield()  # let a runnable thread on this core go first
-                    else:
-                        if _SPIN:
-                            self._spin = _SPIN
-                        return got
+                while not readable(0):
+                    if _now() >= end:
+                        break
+                    _yield()  # let a runnable thread on this core go first
+                else:
+                    self._spin = _SPIN
+                    return sock.recv_into(view)  # there is data (or EOF): no wait
             finally:
                 slot.release()
         got = sock.recv_into(view)
