@@ -499,7 +499,7 @@ class ShareServer(managers.Server):
     def _dump_reply(self, reply: tuple[int, Any], request: Any) -> bytes:
         try:
             return pickle.dumps(reply, P.PICKLE_PROTOCOL)
-        except Exception as exc:
+        except BaseException as exc:  # a value's __reduce__ may raise anything, as unpickling may
             return pickle.dumps((P.ERROR, self._error_reply(exc, request)), P.PICKLE_PROTOCOL)
 
     # The worker side: each job owns its (detached) session until it attaches it again.
@@ -603,7 +603,7 @@ class ShareServer(managers.Server):
             if not isinstance(exc, Exception):
                 raise TypeError("not an Exception")
             pickle.loads(pickle.dumps(exc, P.PICKLE_PROTOCOL))
-        except Exception:
+        except BaseException:  # e.g. SystemExit from pickling a value in its args
             exc = ProxyShareError(f"{type(exc).__name__}: {exc}")
         return (exc, text)
 

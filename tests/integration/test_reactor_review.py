@@ -1,0 +1,128 @@
+"""Regression tests from a review of the reactor-driven server's failure handling.
+
+Each test drives one path on which a session could be lost (never answered,
+never closed) or the reactor thread could stop serving everyone.  Servers run
+in a thread of this process (``serve_in_thread``), so a test can reach their
+state and, where a race needs a precise interleaving, hold one step open.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import proxyshare
+from proxyshare import _protocol as P
+from proxyshare._client import Channel
+from tests.faults.conftest import serve_in_thread
+from tests.integration.test_reactor_server import Call
+from tests.support import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+SERVER_LOGGER = "proxyshare.server"
+
+
+class ExitsWhenPickledOnTheServer:
+    """Pickles where it is made; the copy unpickled on the server raises SystemExit
+    when it is pickled again (a ``__reduce__`` that misbehaves in one place only)."""
+
+    def __init__(self, revived: bool = False, padding: bytes = b"") -> None:
+        self.revived = revived
+        self.padding = padding  # a large one makes a request too large for one read
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.revived:
+            raise SystemExit("pickled again on the server")
+        return (ExitsWhenPickledOnTheServer, (True, self.padding))
+
+    def __repr__(self) -> str:
+        return "ExitsWhenPickledOnTheServer()"
+
+
+def _in_thread(fn: Any, *args: Any) -> Call:
+    call = Call(fn, *args)
+    call.start()
+    return call
+
+
+def _resource(client: Any, name: str) -> dict[str, Any]:
+    (found,) = [r for r in client.status()["resources"] if r["name"] == name]
+    return dict(found)
+
+
+@pytest.fixture
+def raw_channels() -> Iterator[list[Channel]]:
+    """Channels of their own (outside the per-thread registry); closed after the test."""
+    made: list[Channel] = []
+    try:
+        yield made
+    finally:
+        for channel in made:
+            if not channel.closed:
+                channel.close()
+
+
+def _raw(client: Any, made: list[Channel]) -> Channel:
+    ref = client.server_ref
+    channel = Channel(ref.address, ref.authkey)
+    channel._wire.sock.settimeout(10)  # a missing reply fails the test, not hangs it
+    made.append(channel)
+    return channel
+
+
+def _send(channel: Channel, request: tuple[Any, ...]) -> None:
+    channel._wire.send_bytes(pickle.dumps(request, P.PICKLE_PROTOCOL))
+
+
+# -- a reply or an error that cannot be pickled -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["reply-on-reactor", "error-on-reactor", "reply-on-worker", "error-on-worker"]
+)
+def test_a_value_whose_pickling_raises_system_exit_gets_an_error_reply_and_serving_goes_on(
+    path: str,
+) -> None:
+    """Unpickling a request may raise anything and is answered; so must pickling the reply.
+
+    A BaseException from ``pickle.dumps`` used to escape ``_dump_reply`` and the
+    pickling check in ``_error_reply``: on the reactor it ended the loop's
+    thread, so no client was served again; on a worker it ended that thread
+    with the session detached, so its client waited forever.
+    """
+    with serve_in_thread() as (server, client):
+        d, q, after = client.dict("d"), client.queue("q"), client.counter("after")
+
+        def call() -> Any:
+            if path == "reply-on-reactor":
+                d["x"] = ExitsWhenPickledOnTheServer()
+                return d["x"]
+            if path == "error-on-reactor":
+                return d[ExitsWhenPickledOnTheServer()]  # KeyError(<that key>)
+            if path == "error-on-worker":  # a request too large for one read
+                return d[ExitsWhenPickledOnTheServer(padding=bytes(200 * 1024))]
+            return q.get(timeout=30)  # waits: finished on a worker
+
+        def call_then_next() -> tuple[BaseException | None, int]:
+            try:
+                call()
+            except BaseException as exc:  # what the client raises
+                error: BaseException | None = exc
+            else:
+                error = None
+            return error, after.increment()  # the same connection, straight after
+
+        pending = _in_thread(call_then_next)
+        if path == "reply-on-worker":
+            wait_until(lambda: _resource(client, "q")["blocked_getters"] == 1, timeout=10)
+            q.put(ExitsWhenPickledOnTheServer())
+        error, next_call = pending.outcome(10)
+        assert isinstance(error, proxyshare.ProxyShareError)
+        assert "SystemExit" in str(error) or "KeyError" in str(error)
+        assert next_call == 1
+        assert server.reactor.thread.is_alive()
+        assert _in_thread(after.increment).outcome(10) == 2  # others are served too
