@@ -196,6 +196,15 @@ class Reactor:
             os.close(self._wake_r)
             os.close(self._wake_w)
 
+    def orphans(self) -> list[Any]:
+        """After ``close()``: the owners still attached, which no thread will serve.
+
+        Empty while the loop's thread runs (it did not stop within ``close``'s wait).
+        """
+        if self.thread.is_alive():
+            return []
+        return list(self._owners.values())
+
     def _run(self) -> None:
         from proxyshare._resources import forbid_waiting
 

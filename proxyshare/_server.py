@@ -303,6 +303,13 @@ class ShareServer(managers.Server):
         for session in sessions:
             with contextlib.suppress(OSError):  # already closed by its client
                 session.wire.sock.shutdown(socket.SHUT_RDWR)
+        # The reactor has stopped, so nobody reads the EOF of the sessions it
+        # watched: close them here (a session a worker holds is closed by it).
+        for session in self.reactor.orphans():
+            try:
+                self._drop(session)
+            except Exception:  # must not keep the resources below from closing
+                logger.exception("closing client %s failed", session.id)
         with self.registry_lock:
             resources = list(self.resources.values())
             self.resources.clear()

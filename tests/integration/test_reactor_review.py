@@ -126,3 +126,27 @@ def test_a_value_whose_pickling_raises_system_exit_gets_an_error_reply_and_servi
         assert next_call == 1
         assert server.reactor.thread.is_alive()
         assert _in_thread(after.increment).outcome(10) == 2  # others are served too
+
+
+# -- the server stops while clients are connected ------------------------------------------
+
+
+def test_stopping_the_server_closes_the_sessions_its_reactor_was_watching(
+    raw_channels: list[Channel],
+) -> None:
+    """The reactor stops first, so nobody is left to read those sessions' EOF."""
+    with serve_in_thread() as (server, client):
+        lock = client.lock("l")
+        assert lock.acquire()
+        idle = _raw(client, raw_channels)
+        parked = _raw(client, raw_channels)
+        _send(parked, (P.LOCK_ACQUIRE, "l", True, None))
+        wait_until(lambda: len(_resource(client, "l")["waiters"]) == 1, timeout=10)
+        sessions = [server.sessions[c.server_info["client"]] for c in (idle, parked)]
+    # Still connected from this side: the server must not wait for us to hang up.
+    assert all(not channel.closed for channel in raw_channels)
+    assert [s.wire.sock.fileno() for s in sessions] == [-1, -1]
+    assert server.sessions == {}
+    for channel in (idle, parked):
+        with pytest.raises((EOFError, ConnectionResetError)):
+            channel._wire.recv_view()
