@@ -152,6 +152,7 @@ class Session:
 
     __slots__ = (
         "attached",
+        "ended",
         "held",
         "host",
         "id",
@@ -181,6 +182,7 @@ class Session:
         self.ops = 0
         self.held: set[Resource] = set()
         self.attached = False  # watched by the reactor (else a worker owns it)
+        self.ended = False  # being dropped: detached, but no worker's to hand back
         # (resource, waiter, its timeout's timer or None) while parked in the reactor
         self.parked: tuple[Any, Any, Timer | None] | None = None
         self.resume = resume  # hands the session back to the reactor
@@ -219,7 +221,9 @@ class Session:
         except OSError:
             return False  # the client is gone: its EOF ends the session
         self.ops += 1
-        if not self.attached:  # a worker's wait (see _server): hand the session back
+        # A worker's wait (see _server): hand the session back.  Read ``attached``
+        # first: ``_drop`` sets ``ended`` before it detaches a session.
+        if not self.attached and not self.ended:
             self.resume(self)
         return True
 
@@ -424,6 +428,7 @@ class ShareServer(managers.Server):
 
     def _drop(self, session: Session) -> None:
         """The connection is over: release what it held, close it."""
+        session.ended = True  # first: a grant racing this must not re-attach it
         if session.attached:
             with contextlib.suppress(OSError, ValueError):  # a closed fd or reactor
                 self._detach(session)

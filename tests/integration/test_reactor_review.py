@@ -8,7 +8,9 @@ state and, where a race needs a precise interleaving, hold one step open.
 
 from __future__ import annotations
 
+import logging
 import pickle
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +18,9 @@ import pytest
 
 import proxyshare
 from proxyshare import _protocol as P
+from proxyshare import _reactor
 from proxyshare._client import Channel
+from proxyshare._server import Session
 from tests.faults.conftest import serve_in_thread
 from tests.integration.test_reactor_server import Call
 from tests.support import wait_until
@@ -150,3 +154,60 @@ def test_stopping_the_server_closes_the_sessions_its_reactor_was_watching(
     for channel in (idle, parked):
         with pytest.raises((EOFError, ConnectionResetError)):
             channel._wire.recv_view()
+
+
+# -- a grant racing the drop of its parked session -------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["epoll", "poll"])
+def test_a_grant_racing_the_drop_of_its_parked_session_does_not_watch_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raw_channels: list[Channel],
+    backend: str,
+) -> None:
+    """``reply_early`` hands back to the reactor a session it finds detached,
+    taking it for one whose wait runs on a worker; a session the reactor is
+    dropping is detached too.  Re-attached there, it stayed watched after its
+    socket was closed: a stale owner (epoll), or, with poll(2), an fd of -1 the
+    loop could never detach, failing on every turn."""
+    if backend == "poll":
+        monkeypatch.setattr(_reactor, "_poller", _reactor._Poll)
+    with serve_in_thread() as (server, client):
+        lock, counter = client.lock("l"), client.counter("c")
+        assert lock.acquire()
+        (holder,) = server.sessions.values()  # this thread's
+        victim: list[Session] = []
+        in_drop, granted = threading.Event(), threading.Event()
+        real_end_session = server._end_session
+
+        def end_session(session: Session) -> None:
+            # Hold the drop open between the detach and the end of the session.
+            if victim and session is victim[0]:
+                in_drop.set()
+                granted.wait(10)
+            real_end_session(session)
+
+        monkeypatch.setattr(server, "_end_session", end_session)
+        raw = _raw(client, raw_channels)
+        raw_id = raw.server_info["client"]
+        victim.append(server.sessions[raw_id])
+        _send(raw, (P.LOCK_ACQUIRE, "l", True, None))
+        wait_until(lambda: len(_resource(client, "l")["waiters"]) == 1, timeout=10)
+        with caplog.at_level(logging.INFO, logger=SERVER_LOGGER):
+            _send(raw, (P.PING, None, b"too soon"))  # a request while waiting: dropped
+            try:
+                assert in_drop.wait(10)
+                # A release on another thread (as on a worker) grants it now.
+                server.resources["l"].release(holder)
+            finally:
+                granted.set()
+            wait_until(lambda: raw_id not in server.sessions, timeout=10)
+            assert _in_thread(counter.increment).outcome(10) == 1  # a few loop turns
+            assert _in_thread(counter.increment).outcome(10) == 2
+        session = victim[0]
+        assert session.wire.sock.fileno() == -1
+        assert session.attached is False
+        assert session not in server.reactor._owners.values()
+        assert "serving a connection failed" not in caplog.text
+        assert _resource(client, "l")["holders"] == []  # taken back from the dropped one
