@@ -142,7 +142,7 @@ def _check_timeout(blocking: object, timeout: object, flag: str = "blocking") ->
         )
     if not blocking:
         raise ValueError("can't specify a timeout for a non-blocking call")
-    if timeout < 0:
+    if not timeout >= 0:  # also NaN, which no deadline can be compared with
         raise ValueError("timeout must be a non-negative number of seconds (or None)")
     return float(timeout)
 

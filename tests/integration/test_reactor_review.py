@@ -211,3 +211,26 @@ def test_a_grant_racing_the_drop_of_its_parked_session_does_not_watch_it_again(
         assert session not in server.reactor._owners.values()
         assert "serving a connection failed" not in caplog.text
         assert _resource(client, "l")["holders"] == []  # taken back from the dropped one
+
+
+# -- timeouts the timer heap cannot order ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_a_nan_timeout_is_refused_and_other_parked_timeouts_still_fire(kind: str) -> None:
+    """NaN compares false with everything: pushed on the reactor's timer heap, it
+    stuck at the root (``nan <= now`` is never true) and no timer ran again, so
+    every later acquire(timeout=...) on the server waited until a grant.
+    ``threading.Lock.acquire(timeout=nan)`` raises ValueError; so does this."""
+    with serve_in_thread() as (_server, client):
+        prim = client.lock("p") if kind == "lock" else client.semaphore("p", value=1)
+        assert prim.acquire()
+        nan = _in_thread(prim.acquire, True, float("nan"))
+        try:
+            # answered at once, or parked with its timer on the heap
+            wait_until(lambda: not nan.is_alive() or _resource(client, "p")["waiters"])
+            assert _in_thread(prim.acquire, True, 0.2).outcome(10) is False
+        finally:
+            prim.release()  # a NaN waiter left parked is granted it and ends
+        with pytest.raises(ValueError, match="timeout"):
+            nan.outcome(10)
