@@ -30,6 +30,7 @@ from multiprocessing import managers, process
 from typing import Any
 
 from proxyshare import _protocol as P
+from proxyshare import _wire
 from proxyshare._client import keepalive
 from proxyshare._errors import (
     PipelineFailure,
@@ -510,7 +511,13 @@ class ShareServer(managers.Server):
 
     def _dump_reply(self, reply: tuple[int, Any], request: Any) -> bytes:
         try:
-            return pickle.dumps(reply, P.PICKLE_PROTOCOL)
+            payload = pickle.dumps(reply, P.PICKLE_PROTOCOL)
+            if len(payload) > _wire.MAX_FRAME:
+                raise ProxyShareError(
+                    f"the reply is {len(payload):,} bytes, too large for one message "
+                    f"(at most {_wire.MAX_FRAME:,}): ask for less at a time"
+                )
+            return payload
         except BaseException as exc:  # a value's __reduce__ may raise anything, as unpickling may
             return pickle.dumps((P.ERROR, self._error_reply(exc, request)), P.PICKLE_PROTOCOL)
 

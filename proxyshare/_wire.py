@@ -30,11 +30,12 @@ import struct
 import threading
 import time
 
-__all__ = ["SPIN_ENV", "FramedSocket", "Pollers", "default_pollers", "spin_seconds"]
+__all__ = ["MAX_FRAME", "SPIN_ENV", "FramedSocket", "Pollers", "default_pollers", "spin_seconds"]
 
 _HEADER = struct.Struct("!i")
 _BUFFER = 64 * 1024
 _SMALL = 16 * 1024  # below this, header and payload go out in one send
+MAX_FRAME = 0x7FFFFFFF  # the largest message a frame's (signed 32-bit) length can carry
 
 SPIN_ENV = "PROXYSHARE_SPIN_US"
 _DEFAULT_SPIN_US = 50.0
@@ -115,7 +116,7 @@ class FramedSocket:
 
     def send_bytes(self, payload: bytes) -> None:
         size = len(payload)
-        if size > 0x7FFFFFFF:
+        if size > MAX_FRAME:
             raise ValueError(f"message of {size} bytes is too large to send")
         if size < _SMALL:
             self.sock.sendall(_HEADER.pack(size) + payload)

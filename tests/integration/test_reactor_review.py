@@ -18,7 +18,7 @@ import pytest
 
 import proxyshare
 from proxyshare import _protocol as P
-from proxyshare import _reactor
+from proxyshare import _reactor, _wire
 from proxyshare._client import Channel
 from proxyshare._server import Session
 from tests.faults.conftest import serve_in_thread
@@ -234,3 +234,39 @@ def test_a_nan_timeout_is_refused_and_other_parked_timeouts_still_fire(kind: str
             prim.release()  # a NaN waiter left parked is granted it and ends
         with pytest.raises(ValueError, match="timeout"):
             nan.outcome(10)
+
+
+# -- a reply too large for one message ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["small-request", "large-request"])
+def test_a_reply_too_large_for_a_frame_gets_an_error_reply_and_the_session_goes_on(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A frame's length is a signed 32-bit int; ``send_bytes`` raises ValueError
+    past it.  A large reply is sent by ``_send_on_worker``, which caught only
+    OSError, so the job failed with the session detached and its client waited
+    forever (as a snapshot of three 760 MiB values did).  Here a lowered limit
+    stands in for 2 GiB, lowered once the values are stored."""
+    with serve_in_thread() as (server, client):
+        d, after = client.dict("d"), client.counter("after")
+        d["big"] = [bytes(400 * 1024) for _ in range(3)]  # 1.2 MiB, distinct objects
+        monkeypatch.setattr(_wire, "MAX_FRAME", 1 << 20)
+
+        def call_then_next() -> tuple[BaseException | None, int]:
+            try:
+                if path == "small-request":  # served on the reactor
+                    d.snapshot()
+                else:  # more than one read: served on a worker
+                    d.get("big", bytes(100 * 1024))
+            except BaseException as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            return error, after.increment()  # the same connection, straight after
+
+        error, next_call = _in_thread(call_then_next).outcome(10)
+        assert isinstance(error, proxyshare.ProxyShareError)
+        assert "too large" in str(error)
+        assert next_call == 1
+        assert all(s.attached for s in server.sessions.values())
