@@ -455,7 +455,7 @@ class ShareServer(managers.Server):
             return
         if isinstance(data, int):  # more than one read's worth: a worker reads the rest
             self._detach(session)
-            self.workers.submit(self._serve_on_worker, session, data)
+            self.workers.submit(self._on_worker, self._serve_on_worker, session, data)
             return
         request: Any = None
         try:
@@ -466,7 +466,7 @@ class ShareServer(managers.Server):
             return
         except MustWait:
             self._detach(session)
-            self.workers.submit(self._finish_on_worker, session, request)
+            self.workers.submit(self._on_worker, self._finish_on_worker, session, request)
             return
         except BaseException as exc:  # from unpickling, even SystemExit: answer, go on
             reply = (P.ERROR, self._error_reply(exc, request))
@@ -486,7 +486,9 @@ class ShareServer(managers.Server):
             return
         if session.attached:
             self._detach(session)
-        self.workers.submit(self._send_on_worker, session, request, reply, payload, sent)
+        self.workers.submit(
+            self._on_worker, self._send_on_worker, session, request, reply, payload, sent
+        )
 
     def _outcome(
         self, session: Session, request: Any, call: Callable[..., Any], *args: Any
@@ -522,6 +524,18 @@ class ShareServer(managers.Server):
             return pickle.dumps((P.ERROR, self._error_reply(exc, request)), P.PICKLE_PROTOCOL)
 
     # The worker side: each job owns its (detached) session until it attaches it again.
+
+    def _on_worker(self, job: Callable[..., None], session: Session, *args: Any) -> None:
+        """Run a worker job that owns ``session``; if it fails, the session ends.
+
+        Otherwise its client would wait for ever: the session is detached
+        from the reactor until the job attaches it again.
+        """
+        try:
+            job(session, *args)
+        except Exception:
+            logger.exception("serving client %s failed; its connection is closed", session.id)
+            self._drop(session)
 
     def _serve_on_worker(self, session: Session, have: int) -> None:
         try:
@@ -571,7 +585,8 @@ class ShareServer(managers.Server):
         parked = session.parked
         if parked is not None and parked[1] is waiter:
             parked[0].tick()
-            if session.parked is not None and session.parked[1] is waiter:
+            still = session.parked  # read once: a grant on another thread may clear it
+            if still is not None and still[1] is waiter:
                 self._schedule_tick(session, waiter)
 
     def _parked_timeout(self, session: Session, waiter: Any) -> None:

@@ -270,3 +270,24 @@ def test_a_reply_too_large_for_a_frame_gets_an_error_reply_and_the_session_goes_
         assert "too large" in str(error)
         assert next_call == 1
         assert all(s.attached for s in server.sessions.values())
+
+
+def test_a_failing_worker_job_closes_its_connection_instead_of_leaving_the_client_waiting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serve_in_thread() as (server, client):
+
+        def broken(session: Any, request: Any) -> None:
+            raise RuntimeError("a bug in a worker job")
+
+        monkeypatch.setattr(server, "_finish_on_worker", broken)
+        q = client.queue("q")
+        with (
+            caplog.at_level(logging.ERROR, logger="proxyshare.server"),
+            pytest.raises(proxyshare.ServerUnavailableError),
+        ):
+            q.get(timeout=30)  # empty: finished on a worker, which fails
+        assert "a bug in a worker job" in caplog.text
+        monkeypatch.undo()
+        q.put(1)  # the next call reconnects
+        assert q.get(timeout=5) == 1
