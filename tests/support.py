@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,15 @@ def running_manager(**kwargs: Any) -> Iterator[Any]:
     finally:
         close_all_channels()
         mgr.shutdown()
+
+
+@contextlib.contextmanager
+def released(gate: threading.Event) -> Iterator[threading.Event]:
+    """Set ``gate`` on the way out, so no thread or job stays blocked on it after a test."""
+    try:
+        yield gate
+    finally:
+        gate.set()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:

@@ -28,7 +28,7 @@ from proxyshare import _protocol as P
 from proxyshare._client import Channel
 from tests.faults import workers as fault_workers
 from tests.faults.conftest import serve_in_thread
-from tests.support import kill_hard, running_manager, wait_until
+from tests.support import kill_hard, released, running_manager, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,15 +86,6 @@ def mgr(spawn: Spawn) -> Iterator[proxyshare.ShareManager]:
     a thread still blocked in a call then gets ServerUnavailableError and ends."""
     with running_manager() as manager:
         yield manager
-
-
-@contextlib.contextmanager
-def released(gate: threading.Event) -> Iterator[threading.Event]:
-    """Set ``gate`` on the way out, so no thread stays blocked on it after a test."""
-    try:
-        yield gate
-    finally:
-        gate.set()
 
 
 def _open(mgr: Any, kind: str, name: str) -> Any:

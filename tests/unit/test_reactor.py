@@ -7,7 +7,6 @@ server does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import threading
@@ -20,7 +19,7 @@ import pytest
 from proxyshare import _reactor
 from proxyshare._reactor import Reactor, Workers
 from proxyshare._wire import SPIN_ENV
-from tests.support import wait_until
+from tests.support import released, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -316,15 +315,6 @@ def workers() -> Iterator[Workers]:
         yield pool
     finally:
         pool.close()
-
-
-@contextlib.contextmanager
-def released(gate: threading.Event) -> Iterator[threading.Event]:
-    """Set ``gate`` on the way out, so no job stays blocked after a test."""
-    try:
-        yield gate
-    finally:
-        gate.set()
 
 
 def test_submitted_jobs_run_with_their_arguments(workers: Workers) -> None:
