@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxyshare._wire import spin_seconds
+from proxyshare._wire import next_budget, spin_seconds
 
 __all__ = ["IDLE_WORKER_SECONDS", "Reactor", "Timer", "Workers"]
 
@@ -233,10 +233,7 @@ class Reactor:
                 if not ready:
                     ready = poll(self._sleep_seconds())
                     if full:
-                        if now() - start < 2 * full:
-                            budget = full
-                        else:
-                            budget = budget / 2 if budget >= full / 8 else 0.0
+                        budget = next_budget(budget, now() - start, full)
                 else:
                     budget = full
             for fd, _events in ready:

@@ -209,6 +209,15 @@ class Session:
             parked[2].cancel()
         return parked
 
+    def answer(self, reply: tuple[int, Any]) -> bool:
+        """Send a small reply from whatever thread decided it; False if the client is gone."""
+        try:
+            self.wire.send_bytes(pickle.dumps(reply, P.PICKLE_PROTOCOL))
+        except OSError:
+            return False
+        self.ops += 1
+        return True
+
     def reply_early(self, result: Any) -> bool:
         """Answer the acquire this session waits in, from the granting thread.
 
@@ -217,11 +226,8 @@ class Session:
         request is served without waiting for that worker to wake.
         """
         self.unpark()  # before the reply: the client's next request may follow at once
-        try:
-            self.wire.send_bytes(pickle.dumps((P.OK, result), P.PICKLE_PROTOCOL))
-        except OSError:
+        if not self.answer((P.OK, result)):
             return False  # the client is gone: its EOF ends the session
-        self.ops += 1
         # A worker's wait (see _server): hand the session back.  Read ``attached``
         # first: ``_drop`` sets ``ended`` before it detaches a session.
         if not self.attached and not self.ended:
@@ -575,25 +581,33 @@ class ShareServer(managers.Server):
                 if resource.needs_ticks():
                     self._schedule_tick(session, waiter)
                 return
-        self._answer_parked(session, (P.ERROR, _error_value(waiter.error)))
+        session.answer((P.ERROR, _error_value(waiter.error)))  # False: its EOF drops it
 
     def _schedule_tick(self, session: Session, waiter: Any) -> None:
         self.reactor.call_at(time.monotonic() + WAIT_SLICE, self._parked_tick, session, waiter)
 
+    @staticmethod
+    def _parked_in(session: Session, waiter: Any) -> Any:
+        """The resource ``session`` is still parked in as ``waiter``, else None.
+
+        Reads ``parked`` once: a grant on another thread may clear it meanwhile.
+        """
+        parked = session.parked
+        return parked[0] if parked is not None and parked[1] is waiter else None
+
     def _parked_tick(self, session: Session, waiter: Any) -> None:
         """A leased lock: take it back from a holder whose lease ran out."""
-        parked = session.parked
-        if parked is not None and parked[1] is waiter:
-            parked[0].tick()
-            still = session.parked  # read once: a grant on another thread may clear it
-            if still is not None and still[1] is waiter:
+        resource = self._parked_in(session, waiter)
+        if resource is not None:
+            resource.tick()
+            if self._parked_in(session, waiter) is not None:
                 self._schedule_tick(session, waiter)
 
     def _parked_timeout(self, session: Session, waiter: Any) -> None:
-        parked = session.parked
-        if parked is not None and parked[1] is waiter and parked[0].cancel_wait(waiter):
+        resource = self._parked_in(session, waiter)
+        if resource is not None and resource.cancel_wait(waiter):
             session.unpark()
-            self._answer_parked(session, (P.OK, False))
+            session.answer((P.OK, False))
 
     def _parked_woken(self, waiter: Any) -> None:
         """Under the resource mutex: a parked waiter's resource was deleted."""
@@ -602,12 +616,7 @@ class ShareServer(managers.Server):
         session = waiter.session
         session.unpark()
         if not self.stop_event.is_set():
-            self._answer_parked(session, (P.ERROR, _error_value(waiter.error)))
-
-    def _answer_parked(self, session: Session, reply: tuple[int, Any]) -> None:
-        session.ops += 1
-        with contextlib.suppress(OSError):  # the client is gone: its EOF drops the session
-            session.wire.send_bytes(pickle.dumps(reply, P.PICKLE_PROTOCOL))
+            session.answer((P.ERROR, _error_value(waiter.error)))
 
     def _reply_on_worker(
         self, session: Session, request: Any, reply: tuple[int, Any] | None

@@ -30,7 +30,15 @@ import struct
 import threading
 import time
 
-__all__ = ["MAX_FRAME", "SPIN_ENV", "FramedSocket", "Pollers", "default_pollers", "spin_seconds"]
+__all__ = [
+    "MAX_FRAME",
+    "SPIN_ENV",
+    "FramedSocket",
+    "Pollers",
+    "default_pollers",
+    "next_budget",
+    "spin_seconds",
+]
 
 _HEADER = struct.Struct("!i")
 _BUFFER = 64 * 1024
@@ -61,6 +69,17 @@ def spin_seconds(environ: dict[str, str] | os._Environ[str] = os.environ) -> flo
 _SPIN = spin_seconds()
 _now = time.perf_counter
 _yield = os.sched_yield if hasattr(os, "sched_yield") else lambda: None
+
+
+def next_budget(budget: float, waited: float, full: float) -> float:
+    """The polling budget after a wait that slept and took ``waited`` seconds.
+
+    Full again if polling longer would have caught the message (it came
+    within twice the full budget); otherwise halved, down to 0 (no polling).
+    """
+    if waited < 2 * full:
+        return full
+    return budget / 2 if budget >= full / 8 else 0.0
 
 
 class Pollers:
@@ -157,10 +176,7 @@ class FramedSocket:
                 slot.release()
         got = sock.recv_into(view)
         if _SPIN:
-            if _now() - start < 2 * _SPIN:
-                self._spin = _SPIN
-            else:
-                self._spin = budget / 2 if budget >= _SPIN / 8 else 0.0
+            self._spin = next_budget(budget, _now() - start, _SPIN)
         return got
 
     def recv_ready(self, maxlength: int | None = None) -> memoryview | int:

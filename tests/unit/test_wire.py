@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from proxyshare import _wire
-from proxyshare._wire import SPIN_ENV, FramedSocket, Pollers, spin_seconds
+from proxyshare._wire import SPIN_ENV, FramedSocket, Pollers, next_budget, spin_seconds
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -129,3 +129,12 @@ def test_spin_setting_is_read_in_microseconds(text: str, seconds: float) -> None
 def test_a_bad_spin_setting_names_the_variable_and_the_range(text: str) -> None:
     with pytest.raises(ValueError, match=rf"{SPIN_ENV}=.*from 0 to 10000"):
         spin_seconds({SPIN_ENV: text})
+
+
+def test_the_budget_is_full_after_a_prompt_message_and_halves_to_zero_after_late_ones() -> None:
+    full = 50e-6
+    assert next_budget(0.0, 60e-6, full) == full  # would have been caught: poll again
+    budgets = [full]
+    for _ in range(5):
+        budgets.append(next_budget(budgets[-1], 1.0, full))
+    assert budgets == [full, full / 2, full / 4, full / 8, full / 16, 0.0]
