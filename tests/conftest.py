@@ -17,6 +17,19 @@ import pytest
 import proxyshare
 from tests.support import START_METHODS, free_port, kill_hard, running_manager, wait_until
 
+START_METHOD_ENV = "PROXYSHARE_TEST_START_METHOD"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``PROXYSHARE_TEST_START_METHOD=spawn|forkserver|fork`` sets the default start
+    method for the whole run, as Python 3.14 (forkserver) and macOS (spawn) do, so
+    code that makes a pool with no ``mp_context`` is tested under each."""
+    method = os.environ.get(START_METHOD_ENV)
+    if method:
+        if method not in START_METHODS:
+            raise pytest.UsageError(f"{START_METHOD_ENV}={method!r}: use one of {START_METHODS}")
+        multiprocessing.set_start_method(method, force=True)
+
 
 @pytest.fixture
 def manager() -> Iterator[proxyshare.ShareManager]:
