@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-from proxyshare._bench import BenchConfig, run_bench
+from proxyshare._bench.report import BenchConfig
+from proxyshare._bench.run import run_bench
 
 N = int(os.environ.get("PROXYSHARE_EXAMPLE_N", "5000"))
 WORKERS = 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxyshare._bench import SCENARIOS, BenchReport
+from proxyshare._bench.report import SCENARIOS, BenchReport
 from tests.support import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import proxyshare
+from proxyshare._cli.status_report import StatusReport, render_status
 from proxyshare._client import close_all_channels
-from proxyshare._status import StatusReport, render_status
 from tests.cli.serving import Served, hold_lock, serve, wait_for_lock
 from tests.support import free_port, kill_hard, run_cli, wait_until
 

@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from proxyshare import _bench_scenarios as S
-from proxyshare import _bench_workers as W
-from proxyshare._bench import (
+from proxyshare._bench import scenarios as S
+from proxyshare._bench import workers as W
+from proxyshare._bench.output import render
+from proxyshare._bench.report import (
     SCENARIOS,
     BenchConfig,
     BenchReport,
@@ -20,13 +21,10 @@ from proxyshare._bench import (
     CapabilityRow,
     MachineInfo,
     Run,
-    _fill_ratios,
-    _summarise,
-    compute_targets,
     expand_scenarios,
-    run_bench,
 )
-from proxyshare._bench_output import render
+from proxyshare._bench.run import _fill_ratios, _summarise, run_bench
+from proxyshare._bench.targets import compute_targets
 
 
 def _report(measurements: list[tuple[str, float]], workers: int = 2) -> BenchReport:
@@ -172,7 +170,7 @@ def test_a_real_run_in_process_round_trips() -> None:
 
 def test_worker_module_imports_nothing_heavy() -> None:
     code = (
-        "import sys, proxyshare._bench_workers\n"
+        "import sys, proxyshare._bench.workers\n"
         "heavy = [m for m in ('pydantic', 'rich', 'matplotlib', 'redis') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

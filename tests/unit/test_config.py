@@ -1,4 +1,4 @@
-"""``proxyshare._config``: precedence, validation messages, secure defaults."""
+"""``proxyshare._cli.config``: precedence, validation messages, secure defaults."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxyshare._config import (
+from proxyshare._cli.config import (
     DEFAULT_ADDRESS,
     ConfigError,
     generate_key_file,
@@ -285,7 +285,7 @@ def test_import_proxyshare_does_not_import_pydantic() -> None:
     ["redis://:hunter2@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0?password=hunter2"],
 )
 def test_a_redis_password_never_shows_in_the_displayed_address(url: str) -> None:
-    from proxyshare._config import load_client_settings
+    from proxyshare._cli.config import load_client_settings
 
     shown = load_client_settings(url, None, environ={}).display_address
     assert "hunter2" not in shown and "***" in shown

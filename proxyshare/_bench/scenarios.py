@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from proxyshare import _bench_workers as W
+from proxyshare._bench import workers as W
 
 __all__ = [
     "CLIENTS_SCENARIO",

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from proxyshare import _bench_scenarios as S
-from proxyshare import _bench_workers as W
-from proxyshare._bench import (
+from proxyshare._bench import scenarios as S
+from proxyshare._bench import workers as W
+from proxyshare._bench.report import (
     TASK_TIMEOUT,
     BenchConfig,
     BenchReport,

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxyshare import _bench_scenarios as S
-from proxyshare import _bench_workers as W
-from proxyshare._bench import BenchConfig, BenchReport, Measurement, Run, Steps, failure_text
+from proxyshare._bench import scenarios as S
+from proxyshare._bench import workers as W
+from proxyshare._bench.report import BenchConfig, BenchReport, Measurement, Run, Steps, failure_text
 
 __all__ = ["MICRO", "run_micro"]
 

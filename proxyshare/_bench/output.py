@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxyshare._bench import BenchReport, Capability, CapabilityRow, spec_of, target_workers
+from proxyshare._bench.report import BenchReport, Capability, CapabilityRow, spec_of
+from proxyshare._bench.targets import target_workers
 from proxyshare._errors import ProxyShareError
 
 __all__ = ["render", "require_matplotlib", "write_plot"]

@@ -1,0 +1,154 @@
+"""The performance targets, computed from a report: reported, never asserted."""
+
+from __future__ import annotations
+
+from proxyshare._bench.report import BenchReport, Target
+
+__all__ = ["compute_targets", "target_workers"]
+
+
+def target_workers(report: BenchReport) -> int:
+    counts = sorted({m.workers for m in report.measurements if m.scenario != "proxyshare-clients"})
+    return 2 if 2 in counts or not counts else counts[0]
+
+
+def compute_targets(report: BenchReport) -> list[Target]:
+    """Each target's measured value, at 2 workers (or the smallest count run)."""
+    if report.mode != "scenarios":
+        return []
+    w = target_workers(report)
+
+    def cost(name: str) -> float | None:
+        m = report.measurement(name, w)
+        return m.us_per_op if m is not None else None
+
+    def ratio(a: str, b: str) -> tuple[float | None, str]:
+        x, y = cost(a), cost(b)
+        if x is None or y is None:
+            missing = " and ".join(n for n, v in ((a, x), (b, y)) if v is None)
+            hint = " (add --scenarios all)" if "basemanager-floor" in missing else ""
+            return None, f"{missing} not measured{hint}"
+        return x / y, f"{x:.2f} ÷ {y:.2f} µs"
+
+    shm_death = _shm_death_ms(report)
+    targets: list[tuple[str, str, tuple[float | None, str], str, float]] = [
+        (
+            "counter-vs-basemanager",
+            "proxyshare-counter ÷ basemanager-floor, µs/op (#6)",
+            ratio("proxyshare-counter", "basemanager-floor"),
+            "<=",
+            1.0,
+        ),
+        (
+            "counter-vs-basemanager-0.7",
+            "proxyshare-counter ÷ basemanager-floor, µs/op (#9)",
+            ratio("proxyshare-counter", "basemanager-floor"),
+            "<=",
+            0.7,
+        ),
+        (
+            "counter-vs-syncmanager",
+            "syncmanager ÷ proxyshare-counter, µs/op (#9)",
+            ratio("syncmanager", "proxyshare-counter"),
+            ">=",
+            8.0,
+        ),
+        (
+            "counter-vs-redis",
+            "redis ÷ proxyshare-counter, µs/op (#6, #9)",
+            ratio("redis", "proxyshare-counter"),
+            ">=",
+            2.5,
+        ),
+        (
+            "lock-vs-basemanager",
+            "proxyshare-lock ÷ basemanager-floor, µs/op (#9)",
+            ratio("proxyshare-lock", "basemanager-floor"),
+            "<=",
+            4.5,
+        ),
+        (
+            "lock-round-trips",
+            "proxyshare-lock round trips per increment (#6)",
+            _round_trips(report, "proxyshare-lock", w),
+            "<=",
+            4.0,
+        ),
+        (
+            "pipeline-vs-initializer",
+            "proxyshare-pipeline ÷ initializer, µs/op (#9)",
+            ratio("proxyshare-pipeline", "initializer"),
+            "<=",
+            3.0,
+        ),
+        (
+            "shm-vs-initializer",
+            "proxyshare-shm ÷ initializer, µs/op (#12)",
+            ratio("proxyshare-shm", "initializer"),
+            "<=",
+            1.5,
+        ),
+        (
+            "shm-lock-us",
+            "proxyshare-shm-lock µs per locked increment (#12)",
+            _absolute(cost("proxyshare-shm-lock"), "proxyshare-shm-lock", w),
+            "<=",
+            3.0,
+        ),
+        (
+            "shm-lock-holder-death-ms",
+            "shm lock free after its holder's SIGKILL, ms (#12)",
+            shm_death,
+            "<=",
+            10.0,
+        ),
+        (
+            "redis-backend-vs-redis",
+            "proxyshare-redis ÷ redis, µs/op (#11)",
+            ratio("proxyshare-redis", "redis"),
+            "<=",
+            1.2,
+        ),
+    ]
+    out = []
+    for name, description, (value, detail), comparison, limit in targets:
+        met = None
+        if value is not None:
+            met = value <= limit if comparison == "<=" else value >= limit
+        out.append(
+            Target(
+                name=name,
+                description=description,
+                measured=value,
+                limit=limit,
+                comparison=comparison,  # type: ignore[arg-type]
+                met=met,
+                detail=detail,
+            )
+        )
+    return out
+
+
+def _round_trips(report: BenchReport, name: str, w: int) -> tuple[float | None, str]:
+    m = report.measurement(name, w)
+    if m is None or m.round_trips_per_op is None:
+        return None, f"{name} not measured"
+    return m.round_trips_per_op, "requests counted by the server"
+
+
+def _absolute(value: float | None, name: str, w: int) -> tuple[float | None, str]:
+    if value is None:
+        return None, f"{name} not measured"
+    return value, f"{value:.2f} µs"
+
+
+def _shm_death_ms(report: BenchReport) -> tuple[float | None, str]:
+    for row in report.capabilities:
+        if row.mechanism == "proxyshare (shared memory)":
+            fact = row.lock_release_on_holder_death
+            if fact.works and fact.basis == "checked" and fact.seconds is not None:
+                return fact.seconds * 1e3, fact.detail
+            if fact.works is None:
+                return None, "proxyshare-shm-lock not measured"
+            return None, fact.detail
+    return None, "proxyshare-shm-lock not probed"

@@ -1,0 +1,186 @@
+"""``proxyshare bench``: every way of sharing a counter, measured in one run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from proxyshare._cli.common import EXIT_OK, EXIT_RUNTIME
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``bench`` command to the ``proxyshare`` parser's subcommands."""
+    bench = sub.add_parser("bench", help="benchmark proxyshare against the alternatives")
+    _add_bench_options(bench)
+    bench.set_defaults(handler=run)
+
+
+def _positive_ints(text: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]``; argparse turns the error into exit code 2."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers like 1,2,4, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers like 1,2,4, got {text!r}"
+        )
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _scenario_names(text: str) -> list[str]:
+    from proxyshare._bench.report import expand_scenarios
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        expand_scenarios(names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one scenario name")
+    return names
+
+
+def _add_bench_options(bench: argparse.ArgumentParser) -> None:
+    import multiprocessing
+
+    from proxyshare._bench.scenarios import SCENARIOS  # light: no pydantic, no rich
+
+    bench.description = (
+        "W workers x N increments of one shared counter, through a real "
+        "ProcessPoolExecutor, for proxyshare and the alternatives, in one run. "
+        "Starts its own server; needs nothing else (Redis scenarios run when "
+        "a server is reachable)."
+    )
+    bench.epilog = "scenarios: " + ", ".join(
+        name if spec.default else f"{name} (opt-in)" for name, spec in SCENARIOS.items()
+    )
+    bench.add_argument(
+        "--workers",
+        type=_positive_ints,
+        default=[2],
+        metavar="N[,N...]",
+        help="worker counts to sweep, e.g. 1,2,4 (default: 2)",
+    )
+    bench.add_argument(
+        "--ops",
+        type=_positive_int,
+        metavar="N",
+        help="operations per worker (default: 10000; 200 with --quick); the ~1 µs "
+        "scenarios (initializer, shm, pipeline) run 10x as many",
+    )
+    bench.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="R",
+        help="runs per scenario; the table shows the median and the spread (default: 1)",
+    )
+    bench.add_argument(
+        "--scenarios",
+        type=_scenario_names,
+        metavar="A,B",
+        help="scenarios to run (default: all; 'queue' = the queue scenarios)",
+    )
+    bench.add_argument("--json", metavar="PATH", help="write the full report as JSON")
+    bench.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write a PNG of µs/op against workers (needs matplotlib: proxyshare[plot])",
+    )
+    bench.add_argument(
+        "--start-method",
+        choices=multiprocessing.get_all_start_methods(),
+        help="start method of the pools and servers (default: the platform's)",
+    )
+    bench.add_argument(
+        "--redis",
+        metavar="URL",
+        help="Redis server for the redis scenarios (default: redis://127.0.0.1:6379/0; "
+        "skipped if unreachable)",
+    )
+    bench.add_argument(
+        "--clients",
+        type=_positive_ints,
+        default=[],
+        metavar="C[,C...]",
+        help="also measure aggregate ops/s of C client processes on one counter, e.g. 1,8,64",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="tiny sizes: seconds, for tests and smoke checks"
+    )
+    bench.add_argument(
+        "--micro",
+        action="store_true",
+        help="microbenchmarks from one client: transport floor, get, increment, "
+        "lock acquire+release, dict set/get",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from proxyshare._bench.output import render, require_matplotlib, write_plot
+    from proxyshare._bench.report import BenchConfig
+    from proxyshare._bench.run import run_bench
+
+    if args.plot:
+        require_matplotlib()  # fail now, not after the run
+    config = BenchConfig(
+        workers=args.workers,
+        ops=args.ops,
+        repeat=args.repeat,
+        scenarios=args.scenarios,
+        start_method=args.start_method,
+        redis_url=args.redis,
+        quick=args.quick,
+        clients=args.clients,
+        micro=args.micro,
+    )
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        report = run_bench(config, progress)
+    # Files first: a closed stdout (``| head``) must not cost the report.
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(report.model_dump_json(indent=2))
+    if args.plot:
+        write_plot(report, args.plot)
+    out = Console()
+    if not out.is_terminal:  # a file or pipe: no need to squeeze into 80 columns
+        out = Console(width=max(out.width, 130))
+    for renderable in render(report):
+        out.print(renderable)
+    if args.json:
+        out.print(f"report written to {args.json}")
+    if args.plot:
+        out.print(f"plot written to {args.plot}")
+    return EXIT_RUNTIME if report.failed else EXIT_OK

@@ -1,0 +1,135 @@
+"""``proxyshare serve``: a server in the foreground until SIGINT, SIGTERM or SIGHUP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, cast
+
+from proxyshare._cli.common import EXIT_OK, UsageError, add_server_options
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``serve`` command to the ``proxyshare`` parser's subcommands."""
+    serve = sub.add_parser(
+        "serve",
+        help="run a proxyshare server in the foreground",
+        description="Run a proxyshare server until SIGINT or SIGTERM. Without a key, a random "
+        "one is written to a new private file whose path is printed.",
+    )
+    add_server_options(serve)
+    serve.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="log to stderr at this level (default: $PROXYSHARE_LOG_LEVEL, else WARNING)",
+    )
+    serve.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a server in the foreground until SIGINT/SIGTERM (exit 0)."""
+    import logging
+
+    from proxyshare._address import Address, format_address
+    from proxyshare._cli import config as _config
+    from proxyshare._manager import ShareManager
+
+    try:
+        settings = _config.load_serve_settings(args.address, args.authkey_file, args.log_level)
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=settings.log_level,
+            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        )
+        if isinstance(settings.address, str) and _config.prepare_unix_socket(settings.address):
+            logging.getLogger("proxyshare").info("removed a stale socket file")
+    except _config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    stopper = _Stopper()  # installed before the server exists: no signal is lost
+    generated = None
+    if settings.authkey is None:
+        generated = _config.generate_key_file()
+        authkey = generated.authkey.get_secret_value()
+        key_note = f"authkey file: {generated.path}"
+    else:
+        authkey = settings.key_bytes()
+        key_note = f"authkey from {settings.key_source}"
+    try:
+        where = settings.display_address
+        try:
+            server = ShareManager(settings.address, authkey=authkey).get_server()
+        except OSError as exc:
+            raise _listen_error(where, exc) from None
+        try:
+            stopper.attach(server)
+            listening = format_address(cast(Address, server.address))
+            print(f"proxyshare serve: listening on {listening} ({key_note})", flush=True)
+        except BaseException:
+            server.close()  # serve_forever() would have; the socket file must go
+            raise
+        server.serve_forever()
+    finally:
+        stopper.restore()
+        if generated is not None:
+            _config.remove_generated_key(generated)
+    return EXIT_OK
+
+
+class _Stopper:
+    """SIGINT/SIGTERM/SIGHUP → ``server.stop()``, from a thread.
+
+    ``stop()`` sets a ``threading.Event``; doing that inside the signal
+    handler could deadlock on the Event's lock if the main thread holds it at
+    that moment, so the handler only starts a thread.
+    """
+
+    def __init__(self) -> None:
+        import signal
+
+        self._server: Any = None
+        self._requested = False
+        self._previous = {
+            # SIGHUP too: closing the terminal that runs `serve` should clean up the
+            # socket and the generated key file like Ctrl-C does.
+            sig: signal.signal(sig, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import threading
+
+        self._requested = True
+        if self._server is not None:
+            threading.Thread(target=self._server.stop, name="proxyshare-stop").start()
+
+    def attach(self, server: Any) -> None:
+        self._server = server
+        if self._requested:
+            server.stop()
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _listen_error(where: str, exc: OSError) -> Exception:
+    import errno
+
+    from proxyshare._errors import ProxyShareError
+
+    if exc.errno == errno.EADDRINUSE:
+        hint = (
+            "address already in use: another server runs there; stop it or pick another --address"
+        )
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "this machine has no such address: use one of its own addresses or 0.0.0.0"
+    elif exc.errno == errno.EACCES:
+        hint = "permission denied: ports below 1024 need privileges; pick a higher port"
+    else:
+        hint = exc.strerror or str(exc)
+    return ProxyShareError(f"cannot listen on {where}: {hint}")
