@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from multiprocessing import connection as mpc
-from typing import Any
+from typing import Any, TypeVar
 
 from proxyshare import _protocol as P
 from proxyshare._address import Address, format_address, parse_address
@@ -33,12 +33,14 @@ from proxyshare._errors import (
     ServerUnavailableError,
     UnshareableArgumentError,
 )
+from proxyshare._protocol import Op
 from proxyshare._wire import FramedSocket, Pollers, default_pollers
 
 __all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels", "keepalive"]
 
 CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
 _HOST = socket.gethostname()
+R = TypeVar("R")
 _dumps = pickle.dumps
 _loads = pickle.loads
 _POLLERS = Pollers(default_pollers())  # threads of this process that poll for a reply
@@ -72,7 +74,7 @@ class Channel:
         self._busy = False
         self._wire = _open_connection(address, authkey, timeout)
         try:
-            hello = (P.HELLO, None, self.pid, _HOST, threading.current_thread().name)
+            hello = (P.HELLO.code, None, self.pid, _HOST, threading.current_thread().name)
             self.server_info: dict[str, Any] = self.call(hello)
             self.max_message = int(self.server_info["max_message"])
         except BaseException:
@@ -324,9 +326,13 @@ class ServerRef:
                 _all.add(channel)
         return channel
 
-    def call(self, *request: Any) -> Any:
-        """Send ``(opcode, name, *args)``; return the result or raise its error."""
-        return self.channel().call(request)
+    def call(self, op: Op[R], name: str | None, /, *args: Any) -> R:
+        """Run ``op`` on the resource ``name``; return its result or raise its error."""
+        result: R = self.channel().call((op.code, name, *args))
+        return result
+
+    def where(self) -> str:
+        return format_address(self.address)
 
 
 def error_from_reply(value: Any) -> BaseException:

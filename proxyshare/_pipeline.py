@@ -25,18 +25,21 @@ Semantics (documented in the README):
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from proxyshare import _protocol as P
 from proxyshare._client import ServerRef
 from proxyshare._errors import PipelineError, PipelineFailure, RemoteTraceback
+from proxyshare._protocol import Op
 from proxyshare._proxies import Counter, Dict, Queue
 
 __all__ = ["Pipeline"]
 
+R = TypeVar("R")
+
 
 class _Recorder:
-    """Stands in for a ``ServerRef``: records requests instead of sending them."""
+    """A ``Transport`` that records requests instead of sending them."""
 
     __slots__ = ("address", "requests")
 
@@ -44,8 +47,13 @@ class _Recorder:
         self.address = ref.address
         self.requests: list[tuple[Any, ...]] = []
 
-    def call(self, *request: Any) -> None:
-        self.requests.append(request)
+    def call(self, op: Op[R], name: str, /, *args: Any) -> R:
+        self.requests.append((op.code, name, *args))
+        # Inside the block proxies return None; results come from execute().
+        return cast(R, None)
+
+    def where(self) -> str:
+        return "a pipeline"
 
 
 class Pipeline:
@@ -58,15 +66,15 @@ class Pipeline:
 
     def counter(self, name: str) -> Counter:
         """A counter proxy whose calls are queued in this pipeline."""
-        return Counter(self._recorder, name)  # type: ignore[arg-type]
+        return Counter(self._recorder, name)
 
     def dict(self, name: str) -> Dict:
         """A dict proxy whose calls are queued in this pipeline."""
-        return Dict(self._recorder, name)  # type: ignore[arg-type]
+        return Dict(self._recorder, name)
 
     def queue(self, name: str) -> Queue:
         """A queue proxy whose non-blocking calls are queued in this pipeline."""
-        return Queue(self._recorder, name)  # type: ignore[arg-type]
+        return Queue(self._recorder, name)
 
     def __len__(self) -> int:
         return len(self._recorder.requests)

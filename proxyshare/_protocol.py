@@ -1,18 +1,41 @@
-"""The lean wire format spoken between proxies and the server.
+"""The one table of operations, and the lean wire format that carries them.
 
-After the stdlib's HMAC handshake, a proxyshare client sends ``HELLO`` and the
-connection becomes a *session*: from then on every message is one pickled
-tuple ``(opcode, name, *args)`` and every reply one pickled pair
-``(OK, result)`` or ``(ERROR, (exception, server_traceback_text))``.
-No ``(ident, method, args, kwds)`` tuples, no proxy tokens, no refcounts.
+Every operation a proxy can ask for is one :class:`Op` row below: its wire
+code, the kind of resource it applies to, the resource method that runs it,
+its arguments, and what it may do (wait, be batched, change state).  The
+rest of the package reads this table instead of keeping lists of its own:
 
-The opcodes are small ints grouped by resource kind.  Both sides import this
-module, so it stays free of anything but constants.
+* the server dispatches a request to ``resource.<method>(session, *args)``
+  and refuses, in a pipeline, what ``blocks`` (unless ``block_flag`` is false);
+* the Redis and shared-memory backends register one implementation per row
+  (a test checks that none is missing);
+* durable state logs exactly the rows that ``mutate``;
+* the sync and asyncio proxies name the rows they send.
+
+On the wire (after the stdlib's HMAC handshake and ``HELLO``) a request is
+one pickled tuple ``(code, name, *args)`` and a reply one pickled pair
+``(OK, result)`` or ``(ERROR, (exception, server_traceback_text))``.  No
+``(ident, method, args, kwds)`` tuples, no proxy tokens, no refcounts.
+
+Both sides import this module, so it stays free of anything but the table.
 """
 
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "ERROR",
+    "KINDS",
+    "OK",
+    "OPS",
+    "PICKLE_PROTOCOL",
+    "PROTOCOL_VERSION",
+    "Op",
+    "ops_of",
+]
 
 PROTOCOL_VERSION = 1
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -20,70 +43,149 @@ PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 OK = 0
 ERROR = 1
 
-# -- session / manager-level operations (name may be None) ------------------
-HELLO = 0  # (HELLO, None, pid, host, thread_name) -> server info dict
-OPEN = 1  # (OPEN, name, kind, options) -> options the resource was created with
-DELETE = 2  # (DELETE, name) -> bool
-STATUS = 3  # (STATUS, None) -> status dict
-NAMES = 4  # (NAMES, None) -> {name: kind}
-PIPELINE = 5  # (PIPELINE, None, [request, ...]) -> [result, ...]
-PING = 6  # (PING, None, payload) -> payload; the round-trip floor
+R = TypeVar("R")
 
-# -- counter --------------------------------------------------------------
-COUNTER_GET = 10
-COUNTER_ADD = 11
-COUNTER_SUB = 12
-COUNTER_SET = 13
-COUNTER_CAS = 14
-COUNTER_SWAP = 15
-
-# -- lock -----------------------------------------------------------------
-LOCK_ACQUIRE = 20  # (op, name, blocking, timeout) -> bool
-LOCK_RELEASE = 21
-LOCK_LOCKED = 22
-LOCK_OWNER = 23
-
-# -- dict -----------------------------------------------------------------
-DICT_GET = 30  # raises KeyError
-DICT_SET = 31
-DICT_DEL = 32
-DICT_LEN = 33
-DICT_CONTAINS = 34
-DICT_SNAPSHOT = 35
-DICT_POP = 36  # (op, name, key, has_default, default)
-DICT_SETDEFAULT = 37
-DICT_UPDATE = 38
-DICT_CLEAR = 39
-DICT_INCR = 40
-DICT_CAS = 41
-DICT_GET_DEFAULT = 42
-DICT_KEYS = 43
-
-# -- queue ----------------------------------------------------------------
-QUEUE_PUT = 50  # (op, name, item, block, timeout)
-QUEUE_GET = 51  # (op, name, block, timeout)
-QUEUE_PUT_MANY = 52
-QUEUE_GET_MANY = 53  # (op, name, max_items, timeout)
-QUEUE_SIZE = 54
-QUEUE_CLOSE = 55
-QUEUE_INFO = 56  # -> (qsize, maxsize, closed)
-
-# -- semaphore ------------------------------------------------------------
-SEM_ACQUIRE = 60
-SEM_RELEASE = 61
-SEM_VALUE = 62
-
-# -- event ----------------------------------------------------------------
-EVENT_SET = 70
-EVENT_CLEAR = 71
-EVENT_IS_SET = 72
-EVENT_WAIT = 73
-
-# -- barrier --------------------------------------------------------------
-BARRIER_WAIT = 80
-BARRIER_ABORT = 81
-BARRIER_N_WAITING = 82
-BARRIER_RESET = 83
-BARRIER_INFO = 84
-
+#: The resource kinds a name can be opened as (the shared-memory and adder
+#: kinds live in their backends, see ``ShareServer.KINDS``).
 KINDS = ("counter", "lock", "dict", "queue", "semaphore", "event", "barrier")
+
+
+@dataclass(frozen=True)
+class Op(Generic[R]):
+    """One operation: a row of the table.  ``R`` is what it returns.
+
+    ``kind`` is ``"manager"`` for operations on the server itself (``name``
+    may then be None).  ``method`` is the server-side resource method that
+    runs it (see ``proxyshare._server.resources``).
+    """
+
+    code: int
+    kind: str
+    method: str
+    args: tuple[str, ...] = ()
+    blocks: bool = False  # may wait for another client
+    block_flag: str | None = None  # the argument that, when false, makes it never wait
+    mutates: bool = False  # changes state that durable storage must keep
+    pipeline: bool = True  # may run inside mgr.pipeline() (if it cannot wait there)
+    fails_fast_in_pipeline: bool = False  # in a pipeline it raises instead of waiting
+
+    @property
+    def block_flag_at(self) -> int | None:
+        """Index of ``block_flag`` in a request tuple ``(code, name, *args)``."""
+        return None if self.block_flag is None else 2 + self.args.index(self.block_flag)
+
+    def never_waits(self, request: tuple[Any, ...]) -> bool:
+        """Whether ``request`` cannot wait: a non-blocking op, or ``block=False``."""
+        if not self.blocks:
+            return True
+        at = self.block_flag_at
+        return at is not None and len(request) > at and request[at] is False
+
+    def allowed_in_pipeline(self, request: tuple[Any, ...]) -> bool:
+        """Whether ``request`` may run in a pipeline, which holds mutexes and must not wait."""
+        return self.pipeline and (self.fails_fast_in_pipeline or self.never_waits(request))
+
+    def __repr__(self) -> str:
+        return f"<Op {self.kind}.{self.method} ({self.code})>"
+
+
+_MANAGER: dict[str, Any] = {"kind": "manager", "pipeline": False}
+
+# -- session / manager-level operations (name may be None) -----------------------------
+HELLO: Op[dict[str, Any]] = Op(0, method="hello", args=("pid", "host", "thread"), **_MANAGER)
+OPEN: Op[dict[str, Any]] = Op(1, method="open", args=("kind", "options"), mutates=True, **_MANAGER)
+DELETE: Op[bool] = Op(2, method="delete", mutates=True, **_MANAGER)
+STATUS: Op[dict[str, Any]] = Op(3, method="status", **_MANAGER)
+NAMES: Op[dict[str, str]] = Op(4, method="names", **_MANAGER)
+PIPELINE: Op[list[Any]] = Op(5, method="pipeline", args=("requests",), **_MANAGER)
+PING: Op[Any] = Op(6, method="ping", args=("payload",), **_MANAGER)
+
+# -- counter ------------------------------------------------------------------------------
+COUNTER_GET: Op[int] = Op(10, "counter", "get")
+COUNTER_ADD: Op[int] = Op(11, "counter", "add", ("n",), mutates=True)
+COUNTER_SUB: Op[int] = Op(12, "counter", "sub", ("n",), mutates=True)
+COUNTER_SET: Op[None] = Op(13, "counter", "set", ("value",), mutates=True)
+COUNTER_CAS: Op[bool] = Op(14, "counter", "compare_and_set", ("expected", "new"), mutates=True)
+COUNTER_SWAP: Op[int] = Op(15, "counter", "get_and_set", ("new",), mutates=True)
+
+# -- lock (ownership is the session's: nothing to make durable) ---------------------------
+_WAITS: dict[str, Any] = {"blocks": True}
+LOCK_ACQUIRE: Op[bool] = Op(
+    20, "lock", "acquire", ("blocking", "timeout"), block_flag="blocking", **_WAITS
+)
+LOCK_RELEASE: Op[None] = Op(21, "lock", "release")
+LOCK_LOCKED: Op[bool] = Op(22, "lock", "locked")
+LOCK_OWNER: Op[dict[str, Any] | None] = Op(23, "lock", "owner")
+
+# -- dict ---------------------------------------------------------------------------------
+DICT_GET: Op[Any] = Op(30, "dict", "get", ("key",))  # KeyError if absent
+DICT_SET: Op[None] = Op(31, "dict", "set", ("key", "value"), mutates=True)
+DICT_DEL: Op[None] = Op(32, "dict", "delete", ("key",), mutates=True)
+DICT_LEN: Op[int] = Op(33, "dict", "len")
+DICT_CONTAINS: Op[bool] = Op(34, "dict", "contains", ("key",))
+DICT_SNAPSHOT: Op[dict[Any, Any]] = Op(35, "dict", "snapshot")
+DICT_POP: Op[Any] = Op(36, "dict", "pop", ("key", "has_default", "default"), mutates=True)
+DICT_SETDEFAULT: Op[Any] = Op(37, "dict", "setdefault", ("key", "default"), mutates=True)
+DICT_UPDATE: Op[None] = Op(38, "dict", "update", ("items",), mutates=True)
+DICT_CLEAR: Op[None] = Op(39, "dict", "clear", mutates=True)
+DICT_INCR: Op[int] = Op(40, "dict", "increment", ("key", "n", "default"), mutates=True)
+DICT_CAS: Op[bool] = Op(41, "dict", "compare_and_set", ("key", "expected", "new"), mutates=True)
+DICT_GET_DEFAULT: Op[Any] = Op(42, "dict", "get_default", ("key", "default"))
+DICT_KEYS: Op[list[Any]] = Op(43, "dict", "keys")
+
+# -- queue --------------------------------------------------------------------------------
+QUEUE_PUT: Op[None] = Op(
+    50, "queue", "put", ("item", "block", "timeout"), block_flag="block", mutates=True, **_WAITS
+)
+QUEUE_GET: Op[Any] = Op(
+    51, "queue", "get", ("block", "timeout"), block_flag="block", mutates=True, **_WAITS
+)
+QUEUE_PUT_MANY: Op[None] = Op(
+    52, "queue", "put_many", ("items", "block", "timeout"), block_flag="block", mutates=True,
+    fails_fast_in_pipeline=True, **_WAITS,
+)  # fmt: skip
+QUEUE_GET_MANY: Op[list[Any]] = Op(
+    53, "queue", "get_many", ("max_items", "timeout"), mutates=True, **_WAITS
+)
+QUEUE_SIZE: Op[int] = Op(54, "queue", "qsize")
+QUEUE_CLOSE: Op[None] = Op(55, "queue", "close", mutates=True)
+QUEUE_INFO: Op[tuple[int, int, bool]] = Op(56, "queue", "info")  # (qsize, maxsize, closed)
+
+# -- semaphore ----------------------------------------------------------------------------
+SEM_ACQUIRE: Op[bool] = Op(
+    60, "semaphore", "acquire", ("blocking", "timeout"), block_flag="blocking", **_WAITS
+)
+SEM_RELEASE: Op[None] = Op(61, "semaphore", "release")
+SEM_VALUE: Op[int] = Op(62, "semaphore", "value")
+
+# -- event --------------------------------------------------------------------------------
+EVENT_SET: Op[None] = Op(70, "event", "set", mutates=True)
+EVENT_CLEAR: Op[None] = Op(71, "event", "clear", mutates=True)
+EVENT_IS_SET: Op[bool] = Op(72, "event", "is_set")
+EVENT_WAIT: Op[bool] = Op(73, "event", "wait", ("timeout",), **_WAITS)
+
+# -- barrier (its definition is kept; a round in progress is not) --------------------------
+BARRIER_WAIT: Op[int] = Op(80, "barrier", "wait", ("timeout",), **_WAITS)
+BARRIER_ABORT: Op[None] = Op(81, "barrier", "abort")
+BARRIER_N_WAITING: Op[int] = Op(82, "barrier", "n_waiting")
+BARRIER_RESET: Op[None] = Op(83, "barrier", "reset")
+BARRIER_INFO: Op[tuple[int, int, bool]] = Op(84, "barrier", "info")  # (parties, n_waiting, broken)
+
+
+def _collect() -> dict[int, Op[Any]]:
+    table: dict[int, Op[Any]] = {}
+    for value in list(globals().values()):
+        if isinstance(value, Op):
+            if value.code in table:
+                raise RuntimeError(f"two operations share code {value.code}")
+            table[value.code] = value
+    return dict(sorted(table.items()))
+
+
+#: Every operation by its wire code.
+OPS: dict[int, Op[Any]] = _collect()
+
+
+def ops_of(kind: str) -> list[Op[Any]]:
+    """The operations of one resource kind, in table order."""
+    return [op for op in OPS.values() if op.kind == kind]

@@ -1,12 +1,17 @@
 """Client-side proxies: small, picklable handles on named server resources.
 
-A proxy is ``(ServerRef, name)``: it pickles as the server's address, the
-authkey and the name, so it can be passed to any process pool under any
-start method, and unpickling it imports nothing heavy.  Proxies are not
-reference-counted: the resource lives until ``mgr.delete(name)`` or the
-server stops, so a proxy passed as a temporary keeps working.
+A proxy is ``(transport, name)`` and pickles as exactly that: for a served
+resource the transport is the server's address and authkey (``_client``),
+for the shared-memory fast path a file (``_backends.shm``), for Redis a URL
+(``_backends.redis``), inside ``mgr.pipeline()`` a recorder (``_pipeline``).
+So a proxy can be passed to any process pool under any start method, and
+unpickling it imports nothing heavy.  Proxies are not reference-counted: the
+resource lives until ``mgr.delete(name)`` or the server stops, so a proxy
+passed as a temporary keeps working.
 
-Every method is one request/response through ``ServerRef.call``.
+Every method is written once, as one operation of the table in
+``_protocol`` sent through ``Transport.call`` (see ``_transport``); a
+backend overrides a method only where a measured hot path needs it.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from proxyshare import _protocol as P
-from proxyshare._address import format_address
-from proxyshare._client import ServerRef
 from proxyshare._errors import (
     NotOwnerError,
     ProxyShareError,
     ResourceNotFoundError,
     ServerUnavailableError,
 )
+from proxyshare._protocol import Op
+from proxyshare._transport import Transport
 
 __all__ = ["Barrier", "Counter", "Dict", "Event", "Lock", "Queue", "Semaphore"]
 
@@ -43,11 +48,11 @@ _MISSING: Any = object()
 class _Proxy:
     """Shared plumbing: identity, pickling, repr."""
 
-    __slots__ = ("_name", "_ref")
+    __slots__ = ("_name", "_transport")
     kind: ClassVar[str] = ""
 
-    def __init__(self, ref: ServerRef, name: str) -> None:
-        self._ref = ref
+    def __init__(self, transport: Transport, name: str) -> None:
+        self._transport = transport
         self._name = name
 
     @property
@@ -56,20 +61,18 @@ class _Proxy:
         return self._name
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._ref, self._name))
+        return (type(self), (self._transport, self._name))
 
     def __repr__(self) -> str:
-        where = format_address(self._ref.address)
-        return f"<proxyshare.{type(self).__name__} {self._name!r} at {where}>"
+        return f"<proxyshare.{type(self).__name__} {self._name!r} at {self._transport.where()}>"
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if not isinstance(other, _Proxy) or type(other) is not type(self):
             return NotImplemented
-        assert isinstance(other, _Proxy)
-        return other._ref == self._ref and other._name == self._name
+        return other._transport == self._transport and other._name == self._name
 
     def __hash__(self) -> int:
-        return hash((type(self), self._ref, self._name))
+        return hash((type(self), self._transport, self._name))
 
 
 class Counter(_Proxy):
@@ -85,19 +88,19 @@ class Counter(_Proxy):
 
     def increment(self, n: int = 1) -> int:
         """Add ``n`` and return the new value."""
-        return self._ref.call(P.COUNTER_ADD, self._name, n)  # type: ignore[no-any-return]
+        return self._transport.call(P.COUNTER_ADD, self._name, n)
 
     def decrement(self, n: int = 1) -> int:
         """Subtract ``n`` and return the new value."""
-        return self._ref.call(P.COUNTER_SUB, self._name, n)  # type: ignore[no-any-return]
+        return self._transport.call(P.COUNTER_SUB, self._name, n)
 
     def get(self) -> int:
         """The current value."""
-        return self._ref.call(P.COUNTER_GET, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.COUNTER_GET, self._name)
 
     def set(self, value: int) -> None:
         """Replace the value."""
-        self._ref.call(P.COUNTER_SET, self._name, value)
+        self._transport.call(P.COUNTER_SET, self._name, value)
 
     @property
     def value(self) -> int:
@@ -110,27 +113,27 @@ class Counter(_Proxy):
 
     def compare_and_set(self, expected: int, new: int) -> bool:
         """Set ``new`` only if the value is ``expected``; True if it was set."""
-        return self._ref.call(P.COUNTER_CAS, self._name, expected, new)  # type: ignore[no-any-return]
+        return self._transport.call(P.COUNTER_CAS, self._name, expected, new)
 
     def get_and_set(self, new: int) -> int:
         """Set ``new`` and return the previous value."""
-        return self._ref.call(P.COUNTER_SWAP, self._name, new)  # type: ignore[no-any-return]
+        return self._transport.call(P.COUNTER_SWAP, self._name, new)
 
 
 class _Acquirable(_Proxy):
     """What a lock and a semaphore share: owned acquire/release and ``with``."""
 
     __slots__ = ()
-    _ACQUIRE: ClassVar[int]
-    _RELEASE: ClassVar[int]
+    _ACQUIRE: ClassVar[Op[bool]]
+    _RELEASE: ClassVar[Op[None]]
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Acquire; False if ``blocking`` is false or ``timeout`` ran out first."""
-        return self._ref.call(self._ACQUIRE, self._name, blocking, timeout)  # type: ignore[no-any-return]
+        return self._transport.call(self._ACQUIRE, self._name, blocking, timeout)
 
     def release(self) -> None:
         """Release; ``NotOwnerError`` if this thread does not hold it."""
-        self._ref.call(self._RELEASE, self._name)
+        self._transport.call(self._RELEASE, self._name)
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -176,11 +179,11 @@ class Lock(_Acquirable):
 
     def locked(self) -> bool:
         """Whether anybody holds it."""
-        return self._ref.call(P.LOCK_LOCKED, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.LOCK_LOCKED, self._name)
 
     def owner(self) -> dict[str, Any] | None:
         """``{"pid", "host", "since"}`` of the holder, or None."""
-        return self._ref.call(P.LOCK_OWNER, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.LOCK_OWNER, self._name)
 
 
 class Dict(_Proxy, MutableMapping[Any, Any]):
@@ -199,32 +202,37 @@ class Dict(_Proxy, MutableMapping[Any, Any]):
     __hash__ = None  # type: ignore[assignment]  # a mapping compares by content
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Dict) and other._ref == self._ref and other._name == self._name:
+        if (
+            isinstance(other, Dict)
+            and other._transport == self._transport
+            and other._name == self._name
+        ):
             return True
         if isinstance(other, Mapping):
             return self.snapshot() == dict(other.items())
         return NotImplemented
 
     def __getitem__(self, key: Any) -> Any:
-        return self._ref.call(P.DICT_GET, self._name, key)
+        return self._transport.call(P.DICT_GET, self._name, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._ref.call(P.DICT_SET, self._name, key, value)
+        self._transport.call(P.DICT_SET, self._name, key, value)
 
     def __delitem__(self, key: Any) -> None:
-        self._ref.call(P.DICT_DEL, self._name, key)
+        self._transport.call(P.DICT_DEL, self._name, key)
 
     def __len__(self) -> int:
-        return self._ref.call(P.DICT_LEN, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.DICT_LEN, self._name)
 
     def __contains__(self, key: object) -> bool:
-        return self._ref.call(P.DICT_CONTAINS, self._name, key)  # type: ignore[no-any-return]
+        return self._transport.call(P.DICT_CONTAINS, self._name, key)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._ref.call(P.DICT_KEYS, self._name))
+        keys = self._transport.call(P.DICT_KEYS, self._name)
+        return iter(keys)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self._ref.call(P.DICT_GET_DEFAULT, self._name, key, default)
+        return self._transport.call(P.DICT_GET_DEFAULT, self._name, key, default)
 
     def keys(self) -> KeysView[Any]:
         return self.snapshot().keys()
@@ -237,8 +245,8 @@ class Dict(_Proxy, MutableMapping[Any, Any]):
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
         if default is _MISSING:
-            return self._ref.call(P.DICT_POP, self._name, key, False, None)
-        return self._ref.call(P.DICT_POP, self._name, key, True, default)
+            return self._transport.call(P.DICT_POP, self._name, key, False, None)
+        return self._transport.call(P.DICT_POP, self._name, key, True, default)
 
     def popitem(self) -> tuple[Any, Any]:
         for key in self:
@@ -249,27 +257,27 @@ class Dict(_Proxy, MutableMapping[Any, Any]):
         raise KeyError("popitem(): dictionary is empty")
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        return self._ref.call(P.DICT_SETDEFAULT, self._name, key, default)
+        return self._transport.call(P.DICT_SETDEFAULT, self._name, key, default)
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         items = dict(other, **kwargs)
         if items:
-            self._ref.call(P.DICT_UPDATE, self._name, items)
+            self._transport.call(P.DICT_UPDATE, self._name, items)
 
     def clear(self) -> None:
-        self._ref.call(P.DICT_CLEAR, self._name)
+        self._transport.call(P.DICT_CLEAR, self._name)
 
     def increment(self, key: Any, n: int = 1, default: int = 0) -> int:
         """Atomically add ``n`` to ``self[key]`` (``default`` if absent); return it."""
-        return self._ref.call(P.DICT_INCR, self._name, key, n, default)  # type: ignore[no-any-return]
+        return self._transport.call(P.DICT_INCR, self._name, key, n, default)
 
     def compare_and_set(self, key: Any, expected: Any, new: Any) -> bool:
         """Set ``self[key] = new`` if it is present and equals ``expected``."""
-        return self._ref.call(P.DICT_CAS, self._name, key, expected, new)  # type: ignore[no-any-return]
+        return self._transport.call(P.DICT_CAS, self._name, key, expected, new)
 
     def snapshot(self) -> dict[Any, Any]:
         """A plain-dict copy, taken atomically in one round trip."""
-        return self._ref.call(P.DICT_SNAPSHOT, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.DICT_SNAPSHOT, self._name)
 
     def copy(self) -> dict[Any, Any]:
         return self.snapshot()
@@ -296,14 +304,14 @@ class Queue(_Proxy):
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Append ``item``; ``queue.Full`` if bounded and still full after ``timeout``."""
-        self._ref.call(P.QUEUE_PUT, self._name, item, block, timeout)
+        self._transport.call(P.QUEUE_PUT, self._name, item, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the oldest item; ``queue.Empty`` when there is none in time.
 
         On a closed queue that is empty this raises ``ProxyShareError``.
         """
-        return self._ref.call(P.QUEUE_GET, self._name, block, timeout)
+        return self._transport.call(P.QUEUE_GET, self._name, block, timeout)
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -321,29 +329,29 @@ class Queue(_Proxy):
         A bounded queue waits until the whole batch fits (an empty queue takes
         any batch); ``queue.Full`` if it does not fit in time.
         """
-        self._ref.call(P.QUEUE_PUT_MANY, self._name, list(items), block, timeout)
+        self._transport.call(P.QUEUE_PUT_MANY, self._name, list(items), block, timeout)
 
     def get_many(self, max_items: int, timeout: float | None = None) -> list[Any]:
         """Up to ``max_items`` items in one round trip; waits only while the queue is empty.
 
         Returns ``[]`` when ``timeout`` runs out, or when the queue is closed and drained.
         """
-        return self._ref.call(P.QUEUE_GET_MANY, self._name, max_items, timeout)  # type: ignore[no-any-return]
+        return self._transport.call(P.QUEUE_GET_MANY, self._name, max_items, timeout)
 
     def qsize(self) -> int:
         """Items in the queue now."""
-        return self._ref.call(P.QUEUE_SIZE, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.QUEUE_SIZE, self._name)
 
     def empty(self) -> bool:
         return self.qsize() == 0
 
     def full(self) -> bool:
-        size, maxsize, _closed = self._ref.call(P.QUEUE_INFO, self._name)
+        size, maxsize, _closed = self._transport.call(P.QUEUE_INFO, self._name)
         return bool(0 < maxsize <= size)
 
     def close(self) -> None:
         """Refuse further puts; getters drain what is left, then iteration stops."""
-        self._ref.call(P.QUEUE_CLOSE, self._name)
+        self._transport.call(P.QUEUE_CLOSE, self._name)
 
     def iter(self, sentinel: Any = _MISSING, timeout: float | None = None) -> Iterator[Any]:
         """Yield items until ``sentinel`` arrives or the queue is closed and drained.
@@ -358,7 +366,7 @@ class Queue(_Proxy):
             except (ServerUnavailableError, ResourceNotFoundError):
                 raise
             except ProxyShareError:
-                if self._ref.call(P.QUEUE_INFO, self._name)[2]:  # closed and drained
+                if self._transport.call(P.QUEUE_INFO, self._name)[2]:  # closed and drained
                     return
                 raise
             if sentinel is not _MISSING and type(item) is type(sentinel) and item == sentinel:
@@ -391,7 +399,7 @@ class Semaphore(_Acquirable):
 
     def value(self) -> int:
         """Permits available now."""
-        return self._ref.call(P.SEM_VALUE, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.SEM_VALUE, self._name)
 
 
 class Event(_Proxy):
@@ -407,18 +415,18 @@ class Event(_Proxy):
 
     def set(self) -> None:
         """Set the flag and wake every waiter."""
-        self._ref.call(P.EVENT_SET, self._name)
+        self._transport.call(P.EVENT_SET, self._name)
 
     def clear(self) -> None:
         """Reset the flag; later ``wait()`` calls block again."""
-        self._ref.call(P.EVENT_CLEAR, self._name)
+        self._transport.call(P.EVENT_CLEAR, self._name)
 
     def is_set(self) -> bool:
-        return self._ref.call(P.EVENT_IS_SET, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.EVENT_IS_SET, self._name)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once set (even if cleared again at once); False if ``timeout`` ran out."""
-        return self._ref.call(P.EVENT_WAIT, self._name, timeout)  # type: ignore[no-any-return]
+        return self._transport.call(P.EVENT_WAIT, self._name, timeout)
 
 
 class Barrier(_Proxy):
@@ -437,25 +445,25 @@ class Barrier(_Proxy):
 
         ``threading.BrokenBarrierError`` if the barrier is or becomes broken.
         """
-        return self._ref.call(P.BARRIER_WAIT, self._name, timeout)  # type: ignore[no-any-return]
+        return self._transport.call(P.BARRIER_WAIT, self._name, timeout)
 
     def abort(self) -> None:
         """Break the barrier: current and later waiters get ``BrokenBarrierError``."""
-        self._ref.call(P.BARRIER_ABORT, self._name)
+        self._transport.call(P.BARRIER_ABORT, self._name)
 
     def reset(self) -> None:
         """Make it usable again; parties waiting now get ``BrokenBarrierError``."""
-        self._ref.call(P.BARRIER_RESET, self._name)
+        self._transport.call(P.BARRIER_RESET, self._name)
 
     @property
     def n_waiting(self) -> int:
         """Parties waiting now."""
-        return self._ref.call(P.BARRIER_N_WAITING, self._name)  # type: ignore[no-any-return]
+        return self._transport.call(P.BARRIER_N_WAITING, self._name)
 
     @property
     def parties(self) -> int:
-        return self._ref.call(P.BARRIER_INFO, self._name)[0]  # type: ignore[no-any-return]
+        return self._transport.call(P.BARRIER_INFO, self._name)[0]
 
     @property
     def broken(self) -> bool:
-        return self._ref.call(P.BARRIER_INFO, self._name)[2]  # type: ignore[no-any-return]
+        return self._transport.call(P.BARRIER_INFO, self._name)[2]

@@ -787,6 +787,9 @@ class RedisRef:
     def __repr__(self) -> str:
         return f"RedisRef({self._shown!r}, prefix={self.prefix!r})"
 
+    def where(self) -> str:
+        return f"{self._shown} prefix={self.prefix!r}"
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RedisRef) and (other.url, other.prefix) == (self.url, self.prefix)
 
@@ -804,9 +807,9 @@ class RedisRef:
 
     # -- proxies enter here --
 
-    def call(self, op: int, name: str, *args: Any) -> Any:
-        """The ``ServerRef.call`` of this backend: run opcode ``op`` on ``name``."""
-        return _OPS[op](self, name, *args)
+    def call(self, op: P.Op[Any], name: str, /, *args: Any) -> Any:
+        """The ``ServerRef.call`` of this backend: run ``op`` on ``name``."""
+        return _OPS[op.code](self, name, *args)
 
     # -- every Redis command leaves here --
 
@@ -1353,44 +1356,44 @@ def _dict_cas(ref: RedisRef, name: str, key: Any, expected: Any, new: Any) -> bo
 
 
 _OPS: dict[int, Callable[..., Any]] = {
-    P.COUNTER_GET: _counter_get,
-    P.COUNTER_ADD: _counter_add,
-    P.COUNTER_SUB: _counter_sub,
-    P.COUNTER_SET: _counter_set,
-    P.COUNTER_CAS: _counter_cas,
-    P.COUNTER_SWAP: _counter_swap,
-    P.LOCK_ACQUIRE: _lock_acquire,
-    P.LOCK_RELEASE: _lock_release,
-    P.LOCK_LOCKED: _lock_locked,
-    P.LOCK_OWNER: _lock_owner,
-    P.DICT_GET: _dict_get,
-    P.DICT_GET_DEFAULT: _dict_get_default,
-    P.DICT_SET: _dict_set,
-    P.DICT_DEL: _dict_del,
-    P.DICT_LEN: _dict_len,
-    P.DICT_CONTAINS: _dict_contains,
-    P.DICT_SNAPSHOT: _dict_snapshot,
-    P.DICT_KEYS: _dict_keys,
-    P.DICT_POP: _dict_pop,
-    P.DICT_SETDEFAULT: _dict_setdefault,
-    P.DICT_UPDATE: _dict_update,
-    P.DICT_CLEAR: _dict_clear,
-    P.DICT_INCR: _dict_incr,
-    P.DICT_CAS: _dict_cas,
-    P.QUEUE_PUT: _queue_put,
-    P.QUEUE_GET: _queue_get,
-    P.QUEUE_PUT_MANY: _queue_put_many,
-    P.QUEUE_GET_MANY: _queue_get_many,
-    P.QUEUE_SIZE: _queue_size,
-    P.QUEUE_CLOSE: _queue_close,
-    P.QUEUE_INFO: _queue_info,
-    P.SEM_ACQUIRE: _sem_acquire,
-    P.SEM_RELEASE: _sem_release,
-    P.SEM_VALUE: _sem_value,
-    P.EVENT_SET: _event_set,
-    P.EVENT_CLEAR: _event_clear,
-    P.EVENT_IS_SET: _event_is_set,
-    P.EVENT_WAIT: _event_wait,
+    P.COUNTER_GET.code: _counter_get,
+    P.COUNTER_ADD.code: _counter_add,
+    P.COUNTER_SUB.code: _counter_sub,
+    P.COUNTER_SET.code: _counter_set,
+    P.COUNTER_CAS.code: _counter_cas,
+    P.COUNTER_SWAP.code: _counter_swap,
+    P.LOCK_ACQUIRE.code: _lock_acquire,
+    P.LOCK_RELEASE.code: _lock_release,
+    P.LOCK_LOCKED.code: _lock_locked,
+    P.LOCK_OWNER.code: _lock_owner,
+    P.DICT_GET.code: _dict_get,
+    P.DICT_GET_DEFAULT.code: _dict_get_default,
+    P.DICT_SET.code: _dict_set,
+    P.DICT_DEL.code: _dict_del,
+    P.DICT_LEN.code: _dict_len,
+    P.DICT_CONTAINS.code: _dict_contains,
+    P.DICT_SNAPSHOT.code: _dict_snapshot,
+    P.DICT_KEYS.code: _dict_keys,
+    P.DICT_POP.code: _dict_pop,
+    P.DICT_SETDEFAULT.code: _dict_setdefault,
+    P.DICT_UPDATE.code: _dict_update,
+    P.DICT_CLEAR.code: _dict_clear,
+    P.DICT_INCR.code: _dict_incr,
+    P.DICT_CAS.code: _dict_cas,
+    P.QUEUE_PUT.code: _queue_put,
+    P.QUEUE_GET.code: _queue_get,
+    P.QUEUE_PUT_MANY.code: _queue_put_many,
+    P.QUEUE_GET_MANY.code: _queue_get_many,
+    P.QUEUE_SIZE.code: _queue_size,
+    P.QUEUE_CLOSE.code: _queue_close,
+    P.QUEUE_INFO.code: _queue_info,
+    P.SEM_ACQUIRE.code: _sem_acquire,
+    P.SEM_RELEASE.code: _sem_release,
+    P.SEM_VALUE.code: _sem_value,
+    P.EVENT_SET.code: _event_set,
+    P.EVENT_CLEAR.code: _event_clear,
+    P.EVENT_IS_SET.code: _event_is_set,
+    P.EVENT_WAIT.code: _event_wait,
 }
 
 
@@ -1399,9 +1402,7 @@ _OPS: dict[int, Callable[..., Any]] = {
 
 def _repr(proxy: Any) -> str:
     kind = type(proxy).__mro__[1].__name__
-    return (
-        f"<proxyshare.{kind} {proxy.name!r} at {proxy._ref.address} prefix={proxy._ref.prefix!r}>"
-    )
+    return f"<proxyshare.{kind} {proxy.name!r} at {proxy._transport.where()}>"
 
 
 class RedisCounter(Counter):
@@ -1512,7 +1513,7 @@ class RedisManager:
         """The counter called ``name``, created with ``initial`` if new (64-bit)."""
         self._no_shared_memory(shared_memory)
         self._open(name, "counter", _check_int(initial, "initial"))
-        return RedisCounter(self._ref, name)  # type: ignore[arg-type]
+        return RedisCounter(self._ref, name)
 
     def lock(
         self, name: str, *, lease: float | None = DEFAULT_LEASE, shared_memory: bool = False
@@ -1522,17 +1523,17 @@ class RedisManager:
         self._no_shared_memory(shared_memory)
         lease_ms = _check_lease(DEFAULT_LEASE if lease is None else lease)
         self._open(name, "lock", lease=lease_ms)
-        return RedisLock(self._ref, name)  # type: ignore[arg-type]
+        return RedisLock(self._ref, name)
 
     def dict(self, name: str) -> RedisDict:
         """The dict called ``name`` (a Redis hash; values pickled)."""
         self._open(name, "dict")
-        return RedisDict(self._ref, name)  # type: ignore[arg-type]
+        return RedisDict(self._ref, name)
 
     def queue(self, name: str, maxsize: int = 0) -> RedisQueue:
         """The FIFO queue called ``name`` (``maxsize`` applies when it is created)."""
         self._open(name, "queue", maxsize=_check_int(maxsize, "maxsize"))
-        return RedisQueue(self._ref, name)  # type: ignore[arg-type]
+        return RedisQueue(self._ref, name)
 
     def semaphore(
         self, name: str, value: int = 1, *, lease: float = DEFAULT_LEASE
@@ -1541,12 +1542,12 @@ class RedisManager:
         if _check_int(value, "value") < 0:
             raise ValueError("semaphore value must be >= 0")
         self._open(name, "semaphore", value=value, lease=_check_lease(lease))
-        return RedisSemaphore(self._ref, name)  # type: ignore[arg-type]
+        return RedisSemaphore(self._ref, name)
 
     def event(self, name: str) -> RedisEvent:
         """The event called ``name``."""
         self._open(name, "event")
-        return RedisEvent(self._ref, name)  # type: ignore[arg-type]
+        return RedisEvent(self._ref, name)
 
     def barrier(self, name: str, parties: int) -> Any:
         raise ProxyShareError(

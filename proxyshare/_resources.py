@@ -196,8 +196,8 @@ class Resource:
     def session_closed(self, session: SessionLike) -> None:
         """Release whatever ``session`` held; called when its connection drops."""
 
-    def close(self) -> None:
-        """Called when the resource is deleted or the server stops."""
+    def destroy(self) -> None:
+        """Called when the resource is deleted or the server stops: wake waiters, free files."""
 
 
 # -- counter -----------------------------------------------------------------
@@ -403,7 +403,7 @@ class _FifoPermits(Resource):
             for waiter in [w for w in self.waiters if w.session is session]:
                 self.waiters.remove(waiter)
 
-    def close(self) -> None:
+    def destroy(self) -> None:
         """Deleted: wake every waiter so it fails instead of waiting forever."""
         with self.mutex:
             self.deleted = True
@@ -760,12 +760,12 @@ class QueueResource(Resource):
         with self.mutex:
             return (len(self.items), self.maxsize, self.closed)
 
-    def close_queue(self, session: SessionLike) -> None:
+    def close(self, session: SessionLike) -> None:
         with self.mutex:
             self.closed = True
             self.changed.notify_all()
 
-    def close(self) -> None:
+    def destroy(self) -> None:
         with self.mutex:
             self.deleted = True
             self.changed.notify_all()
@@ -835,7 +835,7 @@ class EventResource(Resource):
             finally:
                 self.waiting -= 1
 
-    def close(self) -> None:
+    def destroy(self) -> None:
         with self.mutex:
             self.deleted = True
             self.changed.notify_all()
@@ -959,7 +959,7 @@ class BarrierResource(Resource):
         with self.mutex:
             return (self.parties, len(self.round.waiters), self.broken)
 
-    def close(self) -> None:
+    def destroy(self) -> None:
         with self.mutex:
             self.deleted = True
             self._break()

@@ -42,17 +42,11 @@ from proxyshare._reactor import Reactor, Timer, Workers
 from proxyshare._resources import (
     RESOURCE_TYPES,
     WAIT_SLICE,
-    BarrierResource,
-    CounterResource,
-    DictResource,
-    EventResource,
-    LockResource,
     MustWait,
     Parked,
     QueueResource,
     ReplySent,
     Resource,
-    SemaphoreResource,
     SessionGone,
 )
 from proxyshare._shm import SHM_RESOURCE_TYPES
@@ -79,67 +73,12 @@ _EXPECTED = (
     pickle.UnpicklingError,
 )
 
-# opcode -> (resource class, method name)
+# opcode -> (resource class, method name), from the one table of operations
 _RESOURCE_OPS: dict[int, tuple[type[Resource], str]] = {
-    P.COUNTER_GET: (CounterResource, "get"),
-    P.COUNTER_ADD: (CounterResource, "add"),
-    P.COUNTER_SUB: (CounterResource, "sub"),
-    P.COUNTER_SET: (CounterResource, "set"),
-    P.COUNTER_CAS: (CounterResource, "compare_and_set"),
-    P.COUNTER_SWAP: (CounterResource, "get_and_set"),
-    P.LOCK_ACQUIRE: (LockResource, "acquire"),
-    P.LOCK_RELEASE: (LockResource, "release"),
-    P.LOCK_LOCKED: (LockResource, "locked"),
-    P.LOCK_OWNER: (LockResource, "owner"),
-    P.DICT_GET: (DictResource, "get"),
-    P.DICT_GET_DEFAULT: (DictResource, "get_default"),
-    P.DICT_SET: (DictResource, "set"),
-    P.DICT_DEL: (DictResource, "delete"),
-    P.DICT_LEN: (DictResource, "len"),
-    P.DICT_CONTAINS: (DictResource, "contains"),
-    P.DICT_SNAPSHOT: (DictResource, "snapshot"),
-    P.DICT_KEYS: (DictResource, "keys"),
-    P.DICT_POP: (DictResource, "pop"),
-    P.DICT_SETDEFAULT: (DictResource, "setdefault"),
-    P.DICT_UPDATE: (DictResource, "update"),
-    P.DICT_CLEAR: (DictResource, "clear"),
-    P.DICT_INCR: (DictResource, "increment"),
-    P.DICT_CAS: (DictResource, "compare_and_set"),
-    P.QUEUE_PUT: (QueueResource, "put"),
-    P.QUEUE_GET: (QueueResource, "get"),
-    P.QUEUE_PUT_MANY: (QueueResource, "put_many"),
-    P.QUEUE_GET_MANY: (QueueResource, "get_many"),
-    P.QUEUE_SIZE: (QueueResource, "qsize"),
-    P.QUEUE_CLOSE: (QueueResource, "close_queue"),
-    P.QUEUE_INFO: (QueueResource, "info"),
-    P.SEM_ACQUIRE: (SemaphoreResource, "acquire"),
-    P.SEM_RELEASE: (SemaphoreResource, "release"),
-    P.SEM_VALUE: (SemaphoreResource, "value"),
-    P.EVENT_SET: (EventResource, "set"),
-    P.EVENT_CLEAR: (EventResource, "clear"),
-    P.EVENT_IS_SET: (EventResource, "is_set"),
-    P.EVENT_WAIT: (EventResource, "wait"),
-    P.BARRIER_WAIT: (BarrierResource, "wait"),
-    P.BARRIER_ABORT: (BarrierResource, "abort"),
-    P.BARRIER_N_WAITING: (BarrierResource, "n_waiting"),
-    P.BARRIER_RESET: (BarrierResource, "reset"),
-    P.BARRIER_INFO: (BarrierResource, "info"),
+    op.code: (RESOURCE_TYPES[op.kind], op.method)
+    for op in P.OPS.values()
+    if op.kind in RESOURCE_TYPES
 }
-
-# Operations that may wait; refused inside a pipeline, which holds mutexes.
-_BLOCKING_OPS = frozenset(
-    {P.LOCK_ACQUIRE, P.QUEUE_PUT, P.QUEUE_GET, P.QUEUE_GET_MANY, P.SEM_ACQUIRE,
-     P.EVENT_WAIT, P.BARRIER_WAIT}
-)  # fmt: skip
-
-# Where the ``block`` flag sits in the requests that may skip waiting.
-_BLOCK_FLAG_AT = {P.LOCK_ACQUIRE: 2, P.SEM_ACQUIRE: 2, P.QUEUE_GET: 2, P.QUEUE_PUT: 3}
-
-
-def _never_waits(request: tuple[Any, ...]) -> bool:
-    """A would-be blocking request made with ``block=False`` (e.g. ``put_nowait``)."""
-    at = _BLOCK_FLAG_AT.get(request[0])
-    return at is not None and len(request) > at and request[at] is False
 
 
 # Every kind a name can be opened as: served ones and the shared-memory fast path.
@@ -274,12 +213,12 @@ class ShareServer(managers.Server):
         self.reactor = Reactor(self._on_ready, self._drop)
         self.workers = Workers()
         self._manager_ops: dict[int, Callable[..., Any]] = {
-            P.OPEN: self._op_open,
-            P.DELETE: self._op_delete,
-            P.STATUS: self._op_status,
-            P.NAMES: self._op_names,
-            P.PIPELINE: self._op_pipeline,
-            P.PING: self._op_ping,
+            P.OPEN.code: self._op_open,
+            P.DELETE.code: self._op_delete,
+            P.STATUS.code: self._op_status,
+            P.NAMES.code: self._op_names,
+            P.PIPELINE.code: self._op_pipeline,
+            P.PING.code: self._op_ping,
         }
 
     # -- lifecycle ---------------------------------------------------------------
@@ -326,7 +265,7 @@ class ShareServer(managers.Server):
             self.resources.clear()
         for resource in resources:
             try:
-                resource.close()
+                resource.destroy()
             except Exception:  # one failure must not leak the others' files
                 logger.exception("closing %s %r failed", resource.kind, resource.name)
 
@@ -357,7 +296,7 @@ class ShareServer(managers.Server):
                 logger.info("rejected a connection: %s: %s", type(exc).__name__, exc)
                 return
             _set_socket_options(conn, None)
-            if isinstance(request, tuple) and request[:1] == (P.HELLO,) and len(request) == 5:
+            if isinstance(request, tuple) and request[:1] == (P.HELLO.code,) and len(request) == 5:
                 # From here on, frames are read straight off the socket (see _wire).
                 wire = FramedSocket(socket.socket(fileno=os.dup(conn.fileno())))
                 try:
@@ -656,9 +595,9 @@ class ShareServer(managers.Server):
             return
         resource = self.resources.get(request[1]) if len(request) > 1 else None
         if isinstance(resource, QueueResource):
-            if request[0] == P.QUEUE_GET:
+            if request[0] == P.QUEUE_GET.code:
                 resource.unget([reply[1]])
-            elif request[0] == P.QUEUE_GET_MANY:
+            elif request[0] == P.QUEUE_GET_MANY.code:
                 resource.unget(reply[1])
 
     def _end_session(self, session: Session) -> None:
@@ -731,7 +670,7 @@ class ShareServer(managers.Server):
             resource = self.resources.pop(name, None)
         if resource is None:
             return False
-        resource.close()
+        resource.destroy()
         return True
 
     def _op_names(self, session: Session, _name: None = None) -> dict[str, str]:
@@ -776,7 +715,7 @@ class ShareServer(managers.Server):
             valid = isinstance(request, tuple) and len(request) > 1
             if not valid or request[0] not in _RESOURCE_OPS:
                 raise PipelineFailure(index, [], ProxyShareError("not a resource operation"))
-            if request[0] in _BLOCKING_OPS and not _never_waits(request):
+            if not P.OPS[request[0]].allowed_in_pipeline(request):
                 raise PipelineFailure(
                     index, [], ProxyShareError("blocking operations cannot run in a pipeline")
                 )

@@ -68,6 +68,7 @@ from proxyshare._client import ServerRef
 from proxyshare._errors import NotOwnerError, ProxyShareError, ResourceNotFoundError
 from proxyshare._proxies import Counter, Lock
 from proxyshare._resources import Resource, _check_int, _check_timeout
+from proxyshare._transport import Transport
 
 if TYPE_CHECKING:
     from proxyshare._manager import ShareManager
@@ -354,13 +355,13 @@ def _restore(
 
 class _SharedMemoryMixin:
     __slots__ = ()
-    _ref: ServerRef
+    _transport: Transport
     _name: str
     _shm: _Handle
 
     def __reduce__(self) -> tuple[Any, ...]:
         h = self._shm
-        return (_restore, (type(self), self._ref, self._name, h.path, h.token, h.host))
+        return (_restore, (type(self), self._transport, self._name, h.path, h.token, h.host))
 
     @property
     def path(self) -> str:
@@ -659,7 +660,7 @@ class _ShmResource(Resource):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "shared_memory": True, "path": self.path}
 
-    def close(self) -> None:
+    def destroy(self) -> None:
         with self.mutex:
             if self.closed:
                 return

@@ -172,7 +172,7 @@ def _authenticated(address: Any) -> mpc.Connection:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "first_message",
-    [b"not a pickle", pickle.dumps("a string"), pickle.dumps((P.HELLO, None))],
+    [b"not a pickle", pickle.dumps("a string"), pickle.dumps((P.HELLO.code, None))],
     ids=["not a pickle", "not a request", "short HELLO"],
 )
 def test_bad_first_message_after_authentication_is_refused(
@@ -210,7 +210,7 @@ def test_half_sent_first_message_after_authentication_is_dropped(served: Served)
 
 def _session(address: Any) -> mpc.Connection:
     conn = _authenticated(address)
-    conn.send((P.HELLO, None, os.getpid(), "test-host", "raw"))
+    conn.send((P.HELLO.code, None, os.getpid(), "test-host", "raw"))
     status, info = pickle.loads(conn.recv_bytes())
     assert status == P.OK and info["protocol"] == P.PROTOCOL_VERSION
     return conn
@@ -220,7 +220,7 @@ def _session(address: Any) -> mpc.Connection:
 @pytest.mark.parametrize(
     "message",
     [b"not a pickle", b"", pickle.dumps(42), pickle.dumps(()), pickle.dumps(([],)),
-     pickle.dumps((999, None)), pickle.dumps((P.COUNTER_GET, ["unhashable"]))],
+     pickle.dumps((999, None)), pickle.dumps((P.COUNTER_GET.code, ["unhashable"]))],
     ids=["not a pickle", "empty", "an int", "empty tuple", "unhashable opcode",
          "unknown opcode", "unhashable name"],
 )  # fmt: skip
@@ -233,7 +233,7 @@ def test_garbage_inside_a_session_gets_an_error_reply_and_the_session_goes_on(
         status, (error, remote_tb) = pickle.loads(conn.recv_bytes())
         assert status == P.ERROR
         assert isinstance(error, Exception) and "Traceback" in remote_tb
-        conn.send_bytes(pickle.dumps((P.COUNTER_GET, "c")))
+        conn.send_bytes(pickle.dumps((P.COUNTER_GET.code, "c")))
         assert pickle.loads(conn.recv_bytes()) == (P.OK, 41)
     finally:
         conn.close()
@@ -258,7 +258,7 @@ def test_a_malformed_hello_is_logged_and_does_not_disturb_the_server(
     conn = _authenticated(served.server.address)
     try:
         with caplog.at_level("INFO", logger="proxyshare.server"):
-            conn.send((P.HELLO, None, "not a pid", "host", "thread"))
+            conn.send((P.HELLO.code, None, "not a pid", "host", "thread"))
             assert conn.poll(10)
             with pytest.raises(EOFError):
                 conn.recv_bytes()
@@ -427,10 +427,10 @@ def test_wrong_argument_types_and_counts_give_a_clear_error_and_change_nothing(
     served.assert_intact()
 
 
-def _opcode_table() -> list[tuple[int, str, str]]:
+def _opcode_table() -> list[tuple[P.Op[Any], str, str]]:
     by_kind = {"counter": "c", "lock": "l", "dict": "d", "queue": "q", "semaphore": "s",
                "event": "e", "barrier": "b"}  # fmt: skip
-    return [(op, cls.kind, by_kind[cls.kind]) for op, (cls, _m) in _server._RESOURCE_OPS.items()]
+    return [(op, op.kind, by_kind[op.kind]) for op in P.OPS.values() if op.kind in by_kind]
 
 
 OPCODES = _opcode_table()
@@ -438,10 +438,10 @@ OPCODES = _opcode_table()
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    ("opcode", "kind", "name"), OPCODES, ids=[f"op{o}-{k}" for o, k, _ in OPCODES]
+    ("opcode", "kind", "name"), OPCODES, ids=[f"op{o.code}-{k}" for o, k, _ in OPCODES]
 )
 def test_every_opcode_with_wrong_arity_kind_or_name_gets_a_clear_error(
-    served: Served, opcode: int, kind: str, name: str
+    served: Served, opcode: P.Op[Any], kind: str, name: str
 ) -> None:
     ref = served.client.server_ref
     with pytest.raises(TypeError, match="positional argument"):
@@ -464,18 +464,18 @@ MANAGER_OPS = [
     (P.PING, (None, 1, 2, 3), TypeError),
     (P.PIPELINE, (None, "not a list"), TypeError),
     (P.PIPELINE, (None, [()]), proxyshare.ProxyShareError),
-    (P.PIPELINE, (None, [(P.LOCK_ACQUIRE, "l", True, None)]), proxyshare.ProxyShareError),
+    (P.PIPELINE, (None, [(P.LOCK_ACQUIRE.code, "l", True, None)]), proxyshare.ProxyShareError),
     (P.HELLO, (None, 1, "h", "t"), proxyshare.ProxyShareError),
-    (999, (None,), proxyshare.ProxyShareError),
+    (P.Op(999, "manager", "bogus"), (None,), proxyshare.ProxyShareError),
 ]
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
-    ("opcode", "args", "error"), MANAGER_OPS, ids=[repr(m[:2]) for m in MANAGER_OPS]
+    ("opcode", "args", "error"), MANAGER_OPS, ids=[f"{m[0].method}{m[1]!r}" for m in MANAGER_OPS]
 )
 def test_manager_requests_with_wrong_arguments_get_a_clear_error(
-    served: Served, opcode: int, args: tuple[Any, ...], error: type[BaseException]
+    served: Served, opcode: P.Op[Any], args: tuple[Any, ...], error: type[BaseException]
 ) -> None:
     with pytest.raises(error):
         served.client.server_ref.call(opcode, *args)

@@ -152,7 +152,7 @@ def test_a_killed_event_waiter_is_dropped(
 
 @pytest.mark.parametrize(
     "request_",
-    [(P.QUEUE_GET, "inflight", True, None), (P.QUEUE_GET_MANY, "inflight", 2, None)],
+    [(P.QUEUE_GET.code, "inflight", True, None), (P.QUEUE_GET_MANY.code, "inflight", 2, None)],
     ids=["get", "get_many"],
 )
 def test_items_whose_reply_cannot_be_delivered_go_back_to_the_front(

@@ -18,18 +18,18 @@ def _my_clients(manager: proxyshare.ShareManager, pid: int) -> list[dict[str, ob
 
 def test_calls_from_one_thread_reuse_one_connection(manager: proxyshare.ShareManager) -> None:
     counter = manager.counter("c")
-    channel = counter._ref.channel()
+    channel = counter._transport.channel()
     for _ in range(50):
         counter.increment()
-    assert counter._ref.channel() is channel
+    assert counter._transport.channel() is channel
     assert len(_my_clients(manager, os.getpid())) == 1
 
 
 def test_proxies_to_the_same_server_share_the_connection(manager: proxyshare.ShareManager) -> None:
     a, b = manager.counter("a"), manager.dict("b")
-    assert a._ref.channel() is b._ref.channel()
+    assert a._transport.channel() is b._transport.channel()
     again = ServerRef(manager.address, bytes(manager._authkey))
-    assert again.channel() is a._ref.channel()
+    assert again.channel() is a._transport.channel()
 
 
 def test_each_thread_gets_its_own_connection_and_it_closes_with_the_thread(
@@ -43,7 +43,7 @@ def test_each_thread_gets_its_own_connection_and_it_closes_with_the_thread(
 
     def work() -> None:
         counter.increment()
-        seen.append(counter._ref.channel())
+        seen.append(counter._transport.channel())
         go_on.wait(10)
 
     threads = [threading.Thread(target=work) for _ in range(3)]

@@ -144,7 +144,7 @@ def test_stopping_the_server_closes_the_sessions_its_reactor_was_watching(
         assert lock.acquire()
         idle = _raw(client, raw_channels)
         parked = _raw(client, raw_channels)
-        _send(parked, (P.LOCK_ACQUIRE, "l", True, None))
+        _send(parked, (P.LOCK_ACQUIRE.code, "l", True, None))
         wait_until(lambda: len(_resource(client, "l")["waiters"]) == 1, timeout=10)
         sessions = [server.sessions[c.server_info["client"]] for c in (idle, parked)]
     # Still connected from this side: the server must not wait for us to hang up.
@@ -192,10 +192,10 @@ def test_a_grant_racing_the_drop_of_its_parked_session_does_not_watch_it_again(
         raw = _raw(client, raw_channels)
         raw_id = raw.server_info["client"]
         victim.append(server.sessions[raw_id])
-        _send(raw, (P.LOCK_ACQUIRE, "l", True, None))
+        _send(raw, (P.LOCK_ACQUIRE.code, "l", True, None))
         wait_until(lambda: len(_resource(client, "l")["waiters"]) == 1, timeout=10)
         with caplog.at_level(logging.INFO, logger=SERVER_LOGGER):
-            _send(raw, (P.PING, None, b"too soon"))  # a request while waiting: dropped
+            _send(raw, (P.PING.code, None, b"too soon"))  # a request while waiting: dropped
             try:
                 assert in_drop.wait(10)
                 # A release on another thread (as on a worker) grants it now.

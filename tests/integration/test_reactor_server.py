@@ -334,12 +334,14 @@ def test_a_parked_session_that_sends_another_request_is_dropped_and_never_grante
         try:
             raw._wire.sock.settimeout(10)  # a missing EOF fails the test, not hangs it
             raw_id = raw.server_info["client"]
-            raw._wire.send_bytes(pickle.dumps((P.LOCK_ACQUIRE, "l", True, None), P.PICKLE_PROTOCOL))
+            acquire = (P.LOCK_ACQUIRE.code, "l", True, None)
+            raw._wire.send_bytes(pickle.dumps(acquire, P.PICKLE_PROTOCOL))
             wait_until(lambda: len(_resource(client, "l")["waiters"]) == 1, timeout=10)
             with caplog.at_level(logging.INFO, logger="proxyshare.server"):
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     # (the server may close it before it has read all of a large one)
-                    raw._wire.send_bytes(pickle.dumps((P.PING, None, payload), P.PICKLE_PROTOCOL))
+                    ping = (P.PING.code, None, payload)
+                    raw._wire.send_bytes(pickle.dumps(ping, P.PICKLE_PROTOCOL))
                 with pytest.raises((EOFError, ConnectionResetError)):  # no reply: closed
                     raw._wire.recv_view()
                 wait_until(lambda: raw_id not in server.sessions, timeout=10)
@@ -383,7 +385,7 @@ def test_a_call_finished_on_a_worker_is_answered_and_the_session_goes_on(
             else:
                 got = meet.wait()
             # the next call, on the same connection, straight after
-            seen.append((got, after.increment(), id(after._ref.channel())))
+            seen.append((got, after.increment(), id(after._transport.channel())))
         return seen
 
     def blocked(i: int) -> bool:

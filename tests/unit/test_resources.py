@@ -622,7 +622,7 @@ def test_queue_put_many_larger_than_maxsize_goes_into_an_empty_queue(s1: FakeSes
 def test_closed_queue_refuses_puts_and_drains_then_raises(s1: FakeSession) -> None:
     q = QueueResource("q")
     q.put_many(s1, [1, 2])
-    q.close_queue(s1)
+    q.close(s1)
     with pytest.raises(ProxyShareError, match="closed"):
         q.put(s1, 3)
     with pytest.raises(ProxyShareError, match="closed"):
@@ -645,8 +645,8 @@ def test_closing_a_queue_wakes_blocked_getters_and_putters(
     getter = Call(empty.get, s2)
     many = Call(empty.get_many, FakeSession(), 3)
     wait_until(lambda: q.blocked["put"] == 1 and empty.blocked["get"] == 2)
-    q.close_queue(s1)
-    empty.close_queue(s2)
+    q.close(s1)
+    empty.close(s2)
     with pytest.raises(ProxyShareError, match="closed"):
         putter.result()
     with pytest.raises(ProxyShareError, match="closed and empty"):
@@ -712,7 +712,7 @@ def test_queue_delivers_every_item_exactly_once_under_many_threads() -> None:
     consuming = [Call(consume, i) for i in range(consumers)]
     for call in producing:
         call.result(timeout=50)
-    q.close_queue(sessions[0])
+    q.close(sessions[0])
     for call in consuming:
         call.result(timeout=50)
     everything = [item for items in got for item in items]
@@ -959,7 +959,7 @@ def test_deleting_a_resource_wakes_its_waiters_with_resource_not_found(
     blocked: tuple[Resource, Call, FakeSession],
 ) -> None:
     resource, parked, _ = blocked
-    resource.close()
+    resource.destroy()
     with pytest.raises(ResourceNotFoundError, match="was deleted while this call was waiting"):
         parked.result(timeout=5)
 
@@ -1064,6 +1064,6 @@ def test_queue_matches_a_simple_model(maxsize: int, ops: list[tuple[str, Any]]) 
             assert q.get_many(s, arg, 0) == model[:arg]
             del model[:arg]
         else:
-            q.close_queue(s)
+            q.close(s)
             closed = True
         assert q.info(s) == (len(model), maxsize, closed)

@@ -40,7 +40,7 @@ def counter_resource() -> Iterator[ShmCounterResource]:
     try:
         yield resource
     finally:
-        resource.close()
+        resource.destroy()
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def lock_resource() -> Iterator[ShmLockResource]:
     try:
         yield resource
     finally:
-        resource.close()
+        resource.destroy()
 
 
 def counter_on(resource: ShmCounterResource, host: str = _shm._HOST) -> SharedMemoryCounter:
@@ -191,7 +191,7 @@ def test_a_closed_resource_is_reported_as_not_found() -> None:
     resource = ShmCounterResource("hits", 0)
     counter = counter_on(resource)
     counter.increment()
-    resource.close()
+    resource.destroy()
     with pytest.raises(proxyshare.ResourceNotFoundError, match="deleted or its server stopped"):
         counter.increment()
 
@@ -334,7 +334,7 @@ def test_a_deleted_lock_cannot_be_acquired() -> None:
     lock = lock_on(resource)
     lock.acquire()
     lock.release()
-    resource.close()
+    resource.destroy()
     with pytest.raises(proxyshare.ResourceNotFoundError):
         lock.acquire()
 
@@ -349,17 +349,17 @@ def test_files_go_in_a_private_directory_removed_with_the_last_file(tmp_path: An
     assert os.path.dirname(second.path) == directory
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert os.stat(first.path).st_mode & 0o777 == 0o600
-    first.close()
+    first.destroy()
     assert os.path.isdir(directory)
-    second.close()
+    second.destroy()
     assert not os.path.exists(directory)
     assert os.listdir(tmp_path) == []
 
 
 def test_closing_twice_is_harmless(tmp_path: Any) -> None:
     resource = ShmCounterResource("a", 0)
-    resource.close()
-    resource.close()
+    resource.destroy()
+    resource.destroy()
     assert os.listdir(tmp_path) == []
 
 

@@ -1,0 +1,82 @@
+"""The declared interface between the proxies and whatever carries an operation.
+
+    proxy method ──▶ Transport.call(op, name, *args) ──▶ the served connection (_client)
+    (written once,      one row of _protocol's table     shared memory (_backends.shm)
+     _proxies)                                           Redis (_backends.redis)
+                                                         a pipeline's recorder (_pipeline)
+    aio proxy ─────▶ AsyncTransport.call(...)  ─────────▶ asyncio connections (aio)
+
+A transport is small and picklable: a proxy is ``(transport, name)`` and
+pickles as exactly that, so whatever a transport needs to reach its
+resources in another process (an address and a key, a file path, a URL)
+travels inside it, and nothing heavy is imported when it is unpickled.
+Transports compare equal when they reach the same resources, so proxies do.
+
+:class:`Manager` is what ``proxyshare.connect()`` returns whatever the
+backend: the resource API of ``ShareManager`` and ``RedisManager``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from proxyshare._protocol import Op
+
+if TYPE_CHECKING:
+    from proxyshare._pipeline import Pipeline
+    from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
+
+__all__ = ["AsyncTransport", "Manager", "Transport"]
+
+R = TypeVar("R")
+
+
+class Transport(Protocol):
+    """Runs one operation of the table on a named resource, and returns its result.
+
+    Raises the operation's own errors (``KeyError``, ``queue.Empty``, ...) and
+    proxyshare's errors; a lost connection is ``ServerUnavailableError``.
+    """
+
+    def call(self, op: Op[R], name: str, /, *args: Any) -> R: ...
+
+    def where(self) -> str:
+        """Where the resources live, as shown to users (never a secret)."""
+        ...
+
+
+class AsyncTransport(Protocol):
+    """The asyncio form of :class:`Transport`: the same table, awaited."""
+
+    async def call(self, op: Op[R], name: str, /, *args: Any) -> R: ...
+
+    def where(self) -> str: ...
+
+
+class Manager(Protocol):
+    """The resource API every backend's manager offers (``proxyshare.connect()``'s type)."""
+
+    def counter(self, name: str, initial: int = 0, *, shared_memory: bool = False) -> Counter: ...
+
+    def lock(
+        self, name: str, *, lease: float | None = None, shared_memory: bool = False
+    ) -> Lock: ...
+
+    def dict(self, name: str) -> Dict: ...
+
+    def queue(self, name: str, maxsize: int = 0) -> Queue: ...
+
+    def semaphore(self, name: str, value: int = 1) -> Semaphore: ...
+
+    def event(self, name: str) -> Event: ...
+
+    def barrier(self, name: str, parties: int) -> Barrier: ...
+
+    def delete(self, name: str) -> bool: ...
+
+    def names(self) -> builtins.dict[str, str]: ...
+
+    def status(self) -> builtins.dict[str, Any]: ...
+
+    def pipeline(self) -> Pipeline: ...
