@@ -34,9 +34,9 @@ from proxyshare._errors import (
     UnshareableArgumentError,
 )
 from proxyshare._protocol import Op
-from proxyshare._wire import FramedSocket, Pollers, default_pollers
+from proxyshare._wire import FramedSocket, Pollers, default_pollers, keepalive
 
-__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels", "keepalive"]
+__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels"]
 
 CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
 _HOST = socket.gethostname()
@@ -160,24 +160,6 @@ def _unpicklable(request: tuple[Any, ...], exc: Exception) -> UnshareableArgumen
         f"({type(exc).__name__}: {exc}). Argument types: ({args}). Send plain data "
         "(numbers, strings, lists, dicts, ...) instead."
     )
-
-
-# A server host that vanishes without closing its sockets (power loss, network
-# partition) would leave a client blocked in a reply forever; TCP keepalive
-# turns that into ServerUnavailableError after about IDLE + INTERVAL * COUNT s.
-KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
-
-
-def keepalive(sock: socket.socket) -> None:
-    """Probe an idle TCP peer so a vanished host shows up as a broken connection."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-    ):
-        if hasattr(socket, option):  # Linux and most BSDs; macOS lacks TCP_KEEPIDLE
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:

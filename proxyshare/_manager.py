@@ -20,11 +20,8 @@ connection drops, its session's locks and permits are released at once.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import logging
 import os
-import signal
-import threading
 from collections.abc import Iterable
 from multiprocessing import managers, util
 from multiprocessing.context import BaseContext
@@ -37,10 +34,10 @@ from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
-from proxyshare._server import ShareServer
 
 if TYPE_CHECKING:
     from proxyshare._pipeline import Pipeline
+    from proxyshare._server import ShareServer
 
 __all__ = ["ShareManager", "connect"]
 
@@ -61,8 +58,6 @@ class ShareManager(managers.BaseManager):
     works as for any ``BaseManager``; the default address is a unix socket
     in a private temporary directory and the default key is random.
     """
-
-    _Server = ShareServer
 
     # Set by ``BaseManager.__init__``; the type stubs do not declare them.
     _address: Any
@@ -103,7 +98,9 @@ class ShareManager(managers.BaseManager):
             raise ProxyShareError(
                 "get_server() needs a manager that is neither started nor connected"
             )
-        return ShareServer(self._registry, self._address, self._authkey, self._serializer)
+        from proxyshare._server.embedded import make_server
+
+        return make_server(self._registry, self._address, self._authkey, self._serializer)
 
     @classmethod
     def _run_server(
@@ -116,31 +113,22 @@ class ShareManager(managers.BaseManager):
         initializer: Any = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
-        """Body of the embedded server process started by ``start()``."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
-        try:
-            if initializer is not None:
-                initializer(*initargs)
-            server = ShareServer(registry, address, authkey, serializer)
-        except Exception as exc:  # e.g. the address is in use: tell the parent why
-            writer.send(_StartFailed(f"{type(exc).__name__}: {exc}"))
-            writer.close()
-            return
-        writer.send(server.address)
-        writer.close()
-        _watch_parent(server)
-        server.serve_forever()
+        """Body of the embedded server process started by ``start()``.
+
+        The only way from here into the server package: a process that only
+        connects, or only unpickles proxies, never loads it.
+        """
+        from proxyshare._server.embedded import run_embedded
+
+        run_embedded(registry, address, authkey, serializer, writer, initializer, initargs)
 
     def start(self, initializer: Any = None, initargs: Iterable[Any] = ()) -> None:
         """Start the embedded server process (it exits if this process dies)."""
         super().start(initializer, initargs)
-        if isinstance(self._address, _StartFailed):
-            reason = self._address.reason
+        if isinstance(self._address, ProxyShareError):  # sent instead of an address
+            failure = self._address
             self.shutdown()  # reaps the server process, which has already exited
-            raise ProxyShareError(
-                f"the proxyshare server could not start: {reason}; choose another "
-                "address (or none, for a private unix socket)"
-            )
+            raise failure
         self._ref = ServerRef(self._address, bytes(self._authkey))
 
     def connect(self) -> None:
@@ -202,10 +190,10 @@ class ShareManager(managers.BaseManager):
         """The counter called ``name``, created with ``initial`` if new.
 
         ``shared_memory=True`` gives the same-host fast path: operations run in
-        the calling process on a shared-memory file (see ``_shm``).
+        the calling process on a shared-memory file (see ``_backends.shm``).
         """
         if shared_memory:
-            from proxyshare._shm import open_shm_counter
+            from proxyshare._backends.shm.client import open_shm_counter
 
             return open_shm_counter(self, name, initial)
         return Counter(self._open(name, "counter", {"initial": initial}), name)
@@ -216,7 +204,7 @@ class ShareManager(managers.BaseManager):
         ``lease`` (seconds) also releases it when held for longer than that.
         """
         if shared_memory:
-            from proxyshare._shm import open_shm_lock
+            from proxyshare._backends.shm.client import open_shm_lock
 
             return open_shm_lock(self, name, lease=lease)
         return Lock(self._open(name, "lock", {"lease": lease}), name)
@@ -262,45 +250,9 @@ class ShareManager(managers.BaseManager):
         return Pipeline(self.server_ref)
 
 
-class _StartFailed:
-    """Sent by a server process that could not start, instead of its address."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 def _reconnect(address: Address, authkey: bytes) -> ShareManager:
     manager: ShareManager = connect(address, authkey=authkey)
     return manager
-
-
-def _watch_parent(server: ShareServer) -> None:
-    """Stop the embedded server when the process that started it dies.
-
-    The stdlib's manager process outlives a killed parent; ours waits on the
-    parent's sentinel (works for fork, spawn and forkserver) and stops.  The
-    sentinel is a pipe, and children the parent forks later (pool workers)
-    inherit its write end and keep it open after the parent dies, so on Linux
-    the server also waits on a pidfd of the parent, which the kernel marks
-    readable when that process exits.
-    """
-    from multiprocessing import connection, parent_process
-
-    parent = parent_process()
-    if parent is None:
-        return
-    waitables: list[Any] = [parent.sentinel]
-    if parent.pid is not None:
-        with contextlib.suppress(AttributeError, OSError):  # not Linux >= 5.3, or gone already
-            waitables.append(os.pidfd_open(parent.pid))
-
-    def watch() -> None:
-        connection.wait(waitables)
-        if not server.stop_event.is_set():
-            logger.warning("the process that started this server exited; stopping")
-            server.stop()
-
-    threading.Thread(target=watch, name="proxyshare-parent-watch", daemon=True).start()
 
 
 def connect(address: object = None, authkey: bytes | str | None = None) -> Any:

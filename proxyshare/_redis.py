@@ -84,7 +84,8 @@ from proxyshare._errors import (
     UnshareableArgumentError,
 )
 from proxyshare._proxies import Counter, Dict, Event, Lock, Queue, Semaphore
-from proxyshare._resources import _check_timeout, _queue_timeout
+from proxyshare._rules import check_queue_timeout as _queue_timeout
+from proxyshare._rules import check_timeout as _check_timeout
 
 __all__ = [
     "DEFAULT_LEASE",

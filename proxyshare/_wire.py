@@ -15,7 +15,7 @@ request, usually come within that time, and a thread that has not slept
 needs no wake-up: on the 2-core VM this project is measured on, waking a
 sleeping thread on the other core costs more than the whole request.
 
-The server's reactor (see ``_reactor``) must never block, so it uses
+The server's reactor (see ``proxyshare._server.reactor``) must never block, so it uses
 ``recv_ready``/``send_ready``: one non-blocking system call each.  The rare
 message that does not fit in one call (large, or split by the network) is
 finished with the blocking ``recv_view``/``send_rest`` on a worker thread.
@@ -36,6 +36,7 @@ __all__ = [
     "FramedSocket",
     "Pollers",
     "default_pollers",
+    "keepalive",
     "next_budget",
     "spin_seconds",
 ]
@@ -280,3 +281,21 @@ class FramedSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# A server host that vanishes without closing its sockets (power loss, network
+# partition) would leave a client blocked in a reply forever; TCP keepalive
+# turns that into ServerUnavailableError after about IDLE + INTERVAL * COUNT s.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
+
+
+def keepalive(sock: socket.socket) -> None:
+    """Probe an idle TCP peer so a vanished host shows up as a broken connection."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option):  # Linux and most BSDs; macOS lacks TCP_KEEPIDLE
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

@@ -20,8 +20,8 @@ import pytest
 
 import proxyshare
 from proxyshare import _protocol as P
-from proxyshare import _server
 from proxyshare._server import ShareServer
+from proxyshare._server import server as _server
 from tests.faults import workers
 from tests.faults.conftest import Figures, poll_until, serve_in_thread, server_load
 

@@ -35,8 +35,8 @@ def _use_after_delete(mgr: proxyshare.ShareManager) -> None:
 
 # (failing call, error the client sees, where the server raised it)
 FAILURES: dict[str, tuple[Callable[[proxyshare.ShareManager], Any], type[Exception], str]] = {
-    "missing key": (lambda m: m.dict("d")["nope"], KeyError, "_resources.py"),
-    "bad type": (lambda m: m.counter("c").increment("x"), TypeError, "_check_int"),
+    "missing key": (lambda m: m.dict("d")["nope"], KeyError, "resources/dict.py"),
+    "bad type": (lambda m: m.counter("c").increment("x"), TypeError, "check_int"),
     "increment a str": (lambda m: m.dict("d").increment("a"), TypeError, "increment"),
     "release unheld lock": (lambda m: m.lock("l").release(), proxyshare.NotOwnerError, "release"),
     "release unheld permit": (

@@ -97,7 +97,7 @@ def test_server_traceback_arrives_as_cause(manager: proxyshare.ShareManager) -> 
     with pytest.raises(TypeError) as info:
         c.increment("x")  # type: ignore[arg-type]
     assert isinstance(info.value.__cause__, proxyshare.RemoteTraceback)
-    assert "_resources.py" in str(info.value.__cause__)
+    assert "resources/counter.py" in str(info.value.__cause__)
 
 
 # -- lock -------------------------------------------------------------------------

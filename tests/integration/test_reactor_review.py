@@ -18,9 +18,10 @@ import pytest
 
 import proxyshare
 from proxyshare import _protocol as P
-from proxyshare import _reactor, _wire
+from proxyshare import _wire
 from proxyshare._client import Channel
-from proxyshare._server import Session
+from proxyshare._server import reactor as _reactor
+from proxyshare._server.session import Session
 from tests.faults.conftest import serve_in_thread
 from tests.integration.test_reactor_server import Call
 from tests.support import wait_until

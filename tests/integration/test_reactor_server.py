@@ -507,7 +507,7 @@ def test_the_poll_backend_serves_counters_locks_and_waits_finished_on_workers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """poll(2) does not see a session re-attached by a worker until woken: check it is."""
-    from proxyshare import _reactor
+    from proxyshare._server import reactor as _reactor
 
     monkeypatch.setattr(_reactor, "_poller", _reactor._Poll)
     with serve_in_thread() as (server, client):

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from proxyshare import _reactor
-from proxyshare._reactor import Reactor, Workers
+from proxyshare._server import reactor as _reactor
+from proxyshare._server.reactor import Reactor, Workers
 from proxyshare._wire import SPIN_ENV
 from tests.support import released, wait_until
 

@@ -20,9 +20,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxyshare import NotOwnerError, ProxyShareError, ResourceNotFoundError
-from proxyshare._resources import (
-    RESOURCE_TYPES,
-    WAIT_SLICE,
+from proxyshare._server.resources import (
+    KINDS,
     BarrierResource,
     CounterResource,
     DictResource,
@@ -31,8 +30,8 @@ from proxyshare._resources import (
     QueueResource,
     Resource,
     SemaphoreResource,
-    SessionGone,
 )
+from proxyshare._server.resources.base import WAIT_SLICE, SessionGone
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -999,7 +998,12 @@ def test_describe_reports_what_status_needs(s1: FakeSession) -> None:
 
 
 def test_every_kind_is_registered() -> None:
-    assert set(RESOURCE_TYPES) == {
+    from proxyshare._protocol import KINDS as SERVED
+
+    assert set(SERVED) <= set(KINDS)
+    assert set(KINDS) == {
+        "shm_counter",
+        "shm_lock",
         "counter",
         "lock",
         "dict",

@@ -16,22 +16,17 @@ from typing import Any
 import pytest
 
 import proxyshare
-from proxyshare import _shm
-from proxyshare._client import ServerRef
-from proxyshare._shm import (
-    SharedMemoryCounter,
-    SharedMemoryLock,
-    ShmCounterResource,
-    ShmLockResource,
-)
+from proxyshare import _rules
+from proxyshare._backends.shm import client as _shm
+from proxyshare._backends.shm import layout
+from proxyshare._backends.shm.client import SharedMemoryCounter, SharedMemoryLock, ShmTransport
+from proxyshare._server.resources.shm import DIR_ENV, ShmCounterResource, ShmLockResource
 from tests.support import wait_until
-
-REF = ServerRef("unix:/nonexistent/proxyshare.sock", b"unused")
 
 
 @pytest.fixture(autouse=True)
 def private_directory(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_shm.DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(DIR_ENV, str(tmp_path))
 
 
 @pytest.fixture
@@ -52,14 +47,14 @@ def lock_resource() -> Iterator[ShmLockResource]:
         resource.destroy()
 
 
-def counter_on(resource: ShmCounterResource, host: str = _shm._HOST) -> SharedMemoryCounter:
+def counter_on(resource: ShmCounterResource, host: str = layout.HOST) -> SharedMemoryCounter:
     handle = _shm._handle("counter", resource.name, resource.path, resource.token, host)
-    return SharedMemoryCounter(REF, resource.name, handle)
+    return SharedMemoryCounter(ShmTransport(handle), resource.name)
 
 
 def lock_on(resource: ShmLockResource) -> SharedMemoryLock:
-    handle = _shm._handle("lock", resource.name, resource.path, resource.token, _shm._HOST)
-    return SharedMemoryLock(REF, resource.name, handle)
+    handle = _shm._handle("lock", resource.name, resource.path, resource.token, layout.HOST)
+    return SharedMemoryLock(ShmTransport(handle), resource.name)
 
 
 # -- counter ------------------------------------------------------------------------------
@@ -127,8 +122,8 @@ def test_a_non_int_argument_is_a_type_error(
 @pytest.mark.parametrize(
     ("start", "method", "args"),
     [
-        (_shm.INT64_MAX, "increment", ()),
-        (_shm.INT64_MIN, "decrement", ()),
+        (_rules.INT64_MAX, "increment", ()),
+        (_rules.INT64_MIN, "decrement", ()),
         (0, "increment", (1 << 64,)),
         (0, "set", (1 << 63,)),
         (0, "get_and_set", (-(1 << 63) - 1,)),
@@ -147,10 +142,10 @@ def test_overflow_is_an_overflow_error_and_leaves_the_value_unchanged(
 
 def test_the_64_bit_limits_themselves_are_values(counter_resource: ShmCounterResource) -> None:
     counter = counter_on(counter_resource)
-    counter.set(_shm.INT64_MAX - 1)
-    assert counter.increment() == _shm.INT64_MAX
-    counter.set(_shm.INT64_MIN + 1)
-    assert counter.decrement() == _shm.INT64_MIN
+    counter.set(_rules.INT64_MAX - 1)
+    assert counter.increment() == _rules.INT64_MAX
+    counter.set(_rules.INT64_MIN + 1)
+    assert counter.decrement() == _rules.INT64_MIN
 
 
 def test_a_pickled_counter_shares_the_value(counter_resource: ShmCounterResource) -> None:
@@ -162,8 +157,8 @@ def test_a_pickled_counter_shares_the_value(counter_resource: ShmCounterResource
 
 
 def test_unpickling_does_not_touch_the_file() -> None:
-    handle = _shm._Handle("counter", "hits", "/nonexistent/counter-x", b"t" * 16, _shm._HOST)
-    data = pickle.dumps(SharedMemoryCounter(REF, "hits", handle))
+    handle = _shm._Handle("counter", "hits", "/nonexistent/counter-x", b"t" * 16, layout.HOST)
+    data = pickle.dumps(SharedMemoryCounter(ShmTransport(handle), "hits"))
     counter = pickle.loads(data)  # fine: a pool worker must not die while unpickling
     with pytest.raises(proxyshare.ProxyShareError, match=r"is gone.*shared_memory=False"):
         counter.get()
@@ -182,9 +177,9 @@ def test_a_counter_from_another_host_says_to_use_the_served_counter(
 
 
 def test_a_replaced_file_is_refused(counter_resource: ShmCounterResource) -> None:
-    handle = _shm._Handle("counter", "hits", counter_resource.path, b"x" * 16, _shm._HOST)
+    handle = _shm._Handle("counter", "hits", counter_resource.path, b"x" * 16, layout.HOST)
     with pytest.raises(proxyshare.ProxyShareError, match="was replaced"):
-        SharedMemoryCounter(REF, "hits", handle).get()
+        SharedMemoryCounter(ShmTransport(handle), "hits").get()
 
 
 def test_a_closed_resource_is_reported_as_not_found() -> None:
@@ -219,7 +214,7 @@ def test_lock_acquire_release_owner(lock_resource: ShmLockResource) -> None:
     assert lock.locked()
     owner = lock.owner()
     assert owner is not None
-    assert (owner["pid"], owner["host"]) == (os.getpid(), _shm._HOST)
+    assert (owner["pid"], owner["host"]) == (os.getpid(), layout.HOST)
     lock.release()
     assert not lock.locked()
     assert lock.owner() is None
@@ -234,7 +229,7 @@ def test_lock_works_as_a_context_manager(lock_resource: ShmLockResource) -> None
 
 
 def test_release_without_holding_is_not_owner_error(lock_resource: ShmLockResource) -> None:
-    with pytest.raises(proxyshare.NotOwnerError, match="does not hold it"):
+    with pytest.raises(proxyshare.NotOwnerError, match="holds no lock"):
         lock_on(lock_resource).release()
 
 
@@ -306,7 +301,7 @@ def test_acquire_with_a_timeout_gives_up_in_time(lock_resource: ShmLockResource)
 
 def test_a_dead_holders_record_is_ignored_and_cleared(lock_resource: ShmLockResource) -> None:
     # What a killed holder leaves behind: a record, no kernel lock, maybe an odd seq.
-    _shm._RECORD.pack_into(lock_resource.mm, _shm.OFF_RECORD, 7, 999_999, 1.0, b"ghost")
+    layout.RECORD.pack_into(lock_resource.mm, layout.OFF_RECORD, 7, 999_999, 1.0, b"ghost")
     lock = lock_on(lock_resource)
     assert not lock.locked()
     assert lock.owner() is None
@@ -314,7 +309,7 @@ def test_a_dead_holders_record_is_ignored_and_cleared(lock_resource: ShmLockReso
     with lock:
         owner = lock.owner()
         assert owner is not None and owner["pid"] == os.getpid()
-    seq = _shm._SEQ.unpack_from(lock_resource.mm, _shm.OFF_RECORD)[0]
+    seq = layout.SEQ.unpack_from(lock_resource.mm, layout.OFF_RECORD)[0]
     assert seq % 2 == 0
 
 
@@ -364,5 +359,5 @@ def test_closing_twice_is_harmless(tmp_path: Any) -> None:
 
 
 def test_an_initial_value_beyond_64_bits_is_refused_by_the_server() -> None:
-    with pytest.raises(ValueError, match="64 bits"):
+    with pytest.raises(OverflowError, match="64 bits"):
         ShmCounterResource("a", 1 << 63)

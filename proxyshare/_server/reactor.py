@@ -12,7 +12,7 @@ reports ready, answers each at once, and polls a little before it sleeps
 puts the woken thread on the other core more often than a ``recv`` wake-up.
 
 That thread must never wait.  A lock or semaphore waiter parks in its FIFO
-with no thread at all (see ``_server``).  Any other request that must wait
+with no thread at all (see ``server``).  Any other request that must wait
 (an empty queue, an unset event, a barrier, a message too large for one
 read) goes to a :class:`Workers` thread with its connection, which leaves
 the ``epoll`` set until the reply has gone out.
@@ -112,11 +112,13 @@ class Reactor:
         on_ready: Callable[[Any], None],
         on_error: Callable[[Any], None],
         poller: Callable[[], _Epoll | _Poll] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self._poller = (poller or _poller)()
         self._owners: dict[int, Any] = {}
         self._on_ready = on_ready
         self._on_error = on_error  # on_ready raised (a bug): drop that owner, go on
+        self._on_start = on_start  # run first on the loop's thread
         self._closed = False
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_ids = itertools.count()
@@ -206,9 +208,8 @@ class Reactor:
         return list(self._owners.values())
 
     def _run(self) -> None:
-        from proxyshare._resources import forbid_waiting
-
-        forbid_waiting()  # a resource that would wait raises MustWait instead
+        if self._on_start is not None:
+            self._on_start()  # the server's: resources raise MustWait here instead of waiting
         poll = self._poller.poll
         owners = self._owners
         on_ready = self._on_ready

@@ -4,7 +4,7 @@
 with ``ShareManager.register()`` keep working through the stdlib's generic
 path.  A connection whose first message (after the HMAC handshake) is a
 proxyshare ``HELLO`` becomes a :class:`Session` instead, served by the
-reactor (see ``_reactor``): one thread reads lean requests from every ready
+reactor (see ``reactor``): one thread reads lean requests from every ready
 session, dispatches them straight to the named resource and answers; calls
 that must wait finish on worker threads.  When a connection drops (the client
 exited or was killed) the server releases everything its session held —
@@ -14,7 +14,6 @@ locks, semaphore permits, barrier places, queue items in flight.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import pickle
@@ -31,26 +30,24 @@ from typing import Any
 
 from proxyshare import _protocol as P
 from proxyshare import _wire
-from proxyshare._client import keepalive
 from proxyshare._errors import (
     PipelineFailure,
     ProxyShareError,
     ResourceKindError,
     ResourceNotFoundError,
 )
-from proxyshare._reactor import Reactor, Timer, Workers
-from proxyshare._resources import (
-    RESOURCE_TYPES,
+from proxyshare._server.reactor import Reactor, Workers
+from proxyshare._server.resources import KINDS, QueueResource, Resource
+from proxyshare._server.resources.base import (
     WAIT_SLICE,
     MustWait,
     Parked,
-    QueueResource,
     ReplySent,
-    Resource,
     SessionGone,
+    forbid_waiting,
 )
-from proxyshare._shm import SHM_RESOURCE_TYPES
-from proxyshare._wire import FramedSocket
+from proxyshare._server.session import Session, Waiting
+from proxyshare._wire import FramedSocket, keepalive
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
 
@@ -75,103 +72,8 @@ _EXPECTED = (
 
 # opcode -> (resource class, method name), from the one table of operations
 _RESOURCE_OPS: dict[int, tuple[type[Resource], str]] = {
-    op.code: (RESOURCE_TYPES[op.kind], op.method)
-    for op in P.OPS.values()
-    if op.kind in RESOURCE_TYPES
+    op.code: (KINDS[op.kind], op.method) for op in P.OPS.values() if op.kind in KINDS
 }
-
-
-# Every kind a name can be opened as: served ones and the shared-memory fast path.
-_KINDS: dict[str, type[Resource]] = {**RESOURCE_TYPES, **SHM_RESOURCE_TYPES}
-
-_ids = itertools.count(1)
-
-
-class Session:
-    """One client connection (one thread of one client process)."""
-
-    __slots__ = (
-        "attached",
-        "ended",
-        "held",
-        "host",
-        "id",
-        "ops",
-        "parked",
-        "pid",
-        "resume",
-        "since",
-        "thread",
-        "wire",
-    )
-
-    def __init__(
-        self,
-        wire: FramedSocket,
-        pid: int,
-        host: str,
-        thread: str,
-        resume: Callable[[Session], None],
-    ) -> None:
-        self.id = next(_ids)
-        self.wire = wire
-        self.pid = pid
-        self.host = host
-        self.thread = thread
-        self.since = time.time()
-        self.ops = 0
-        self.held: set[Resource] = set()
-        self.attached = False  # watched by the reactor (else a worker owns it)
-        self.ended = False  # being dropped: detached, but no worker's to hand back
-        # (resource, waiter, its timeout's timer or None) while parked in the reactor
-        self.parked: tuple[Any, Any, Timer | None] | None = None
-        self.resume = resume  # hands the session back to the reactor
-
-    def alive(self) -> bool:
-        """False once the client has gone: its socket reads as EOF.
-
-        While a request is being served the client sends nothing more, so a
-        readable socket can only mean the peer closed it.
-        """
-        return not self.wire.peer_closed()
-
-    def describe(self) -> dict[str, Any]:
-        return {"client": self.id, "pid": self.pid, "host": self.host, "thread": self.thread}
-
-    def hold(self, resource: Resource) -> None:
-        self.held.add(resource)
-
-    def unpark(self) -> tuple[Any, Any, Timer | None] | None:
-        """No longer parked (answered, or gone); cancels the timeout.  Returns what it was."""
-        parked, self.parked = self.parked, None
-        if parked is not None and parked[2] is not None:
-            parked[2].cancel()
-        return parked
-
-    def answer(self, reply: tuple[int, Any]) -> bool:
-        """Send a small reply from whatever thread decided it; False if the client is gone."""
-        try:
-            self.wire.send_bytes(pickle.dumps(reply, P.PICKLE_PROTOCOL))
-        except OSError:
-            return False
-        self.ops += 1
-        return True
-
-    def reply_early(self, result: Any) -> bool:
-        """Answer the acquire this session waits in, from the granting thread.
-
-        A session parked in the reactor stays watched there; one whose wait
-        runs on a worker goes back to the reactor now, so its client's next
-        request is served without waiting for that worker to wake.
-        """
-        self.unpark()  # before the reply: the client's next request may follow at once
-        if not self.answer((P.OK, result)):
-            return False  # the client is gone: its EOF ends the session
-        # A worker's wait (see _server): hand the session back.  Read ``attached``
-        # first: ``_drop`` sets ``ended`` before it detaches a session.
-        if not self.attached and not self.ended:
-            self.resume(self)
-        return True
 
 
 def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> None:
@@ -210,7 +112,7 @@ class ShareServer(managers.Server):
         self.sessions_lock = threading.Lock()
         self.generic_connections = 0
         self.ops_finished = 0  # ops of sessions that have ended
-        self.reactor = Reactor(self._on_ready, self._drop)
+        self.reactor = Reactor(self._on_ready, self._drop, on_start=forbid_waiting)
         self.workers = Workers()
         self._manager_ops: dict[int, Callable[..., Any]] = {
             P.OPEN.code: self._op_open,
@@ -394,7 +296,7 @@ class ShareServer(managers.Server):
             return
         if isinstance(data, int) and not data:  # nothing had arrived after all
             return
-        if session.parked is not None:  # a waiting client sends nothing: it is broken
+        if session.waiting is not None:  # a waiting client sends nothing: it is broken
             logger.info("dropping client %s: it sent a request while waiting", session.id)
             self._drop(session)
             return
@@ -515,7 +417,7 @@ class ShareServer(managers.Server):
                     timer = self.reactor.call_at(
                         parked.deadline, self._parked_timeout, session, waiter
                     )
-                session.parked = (resource, waiter, timer)
+                session.waiting = Waiting(resource, waiter, timer)
                 waiter.on_wake = self._parked_woken
                 if resource.needs_ticks():
                     self._schedule_tick(session, waiter)
@@ -529,10 +431,10 @@ class ShareServer(managers.Server):
     def _parked_in(session: Session, waiter: Any) -> Any:
         """The resource ``session`` is still parked in as ``waiter``, else None.
 
-        Reads ``parked`` once: a grant on another thread may clear it meanwhile.
+        Reads ``waiting`` once: a grant on another thread may clear it meanwhile.
         """
-        parked = session.parked
-        return parked[0] if parked is not None and parked[1] is waiter else None
+        waiting = session.waiting
+        return waiting.resource if waiting is not None and waiting.waiter is waiter else None
 
     def _parked_tick(self, session: Session, waiter: Any) -> None:
         """A leased lock: take it back from a holder whose lease ran out."""
@@ -607,9 +509,9 @@ class ShareServer(managers.Server):
         if not self.stop_event.is_set():
             # Whoever ends a session owns it: it waits in no list but the
             # FIFO it may be parked in (in the reactor).
-            parked = session.unpark()
-            if parked is not None:
-                parked[0].session_closed(session)  # leave the FIFO
+            waiting = session.unpark()
+            if waiting is not None:
+                waiting.resource.session_closed(session)  # leave the FIFO
             for resource in list(session.held):
                 resource.session_closed(session)
         with self.sessions_lock:
@@ -648,7 +550,7 @@ class ShareServer(managers.Server):
     ) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a resource name must be a non-empty str, not {name!r}")
-        cls = _KINDS.get(kind)
+        cls = KINDS.get(kind)
         if cls is None:
             raise ValueError(f"unknown resource kind {kind!r}")
         with self.registry_lock:

@@ -1,0 +1,87 @@
+"""The embedded server process: what ``ShareManager.start()`` runs, and ``get_server()``.
+
+Both build a ``ShareServer`` (the stdlib's ``BaseManager`` would build a
+plain ``Server``).  An embedded server stops when the process that started
+it dies, which the stdlib's does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from proxyshare._errors import ProxyShareError
+from proxyshare._server.server import ShareServer
+
+__all__ = ["make_server", "run_embedded"]
+
+logger = logging.getLogger("proxyshare")
+
+
+def make_server(registry: Any, address: Any, authkey: bytes, serializer: str) -> ShareServer:
+    """A server to run in this process (``proxyshare serve``, tests)."""
+    return ShareServer(registry, address, authkey, serializer)
+
+
+def run_embedded(
+    registry: Any,
+    address: Any,
+    authkey: bytes,
+    serializer: str,
+    writer: Any,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> None:
+    """Serve until stopped; send the parent our address, or why we could not start."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+        server = ShareServer(registry, address, authkey, serializer)
+    except Exception as exc:  # e.g. the address is in use: tell the parent why
+        writer.send(
+            ProxyShareError(
+                f"the proxyshare server could not start: {type(exc).__name__}: {exc}; "
+                "choose another address (or none, for a private unix socket)"
+            )
+        )
+        writer.close()
+        return
+    writer.send(server.address)
+    writer.close()
+    _watch_parent(server)
+    server.serve_forever()
+
+
+def _watch_parent(server: ShareServer) -> None:
+    """Stop the embedded server when the process that started it dies.
+
+    The stdlib's manager process outlives a killed parent; ours waits on the
+    parent's sentinel (works for fork, spawn and forkserver) and stops.  The
+    sentinel is a pipe, and children the parent forks later (pool workers)
+    inherit its write end and keep it open after the parent dies, so on Linux
+    the server also waits on a pidfd of the parent, which the kernel marks
+    readable when that process exits.
+    """
+    from multiprocessing import connection, parent_process
+
+    parent = parent_process()
+    if parent is None:
+        return
+    waitables: list[Any] = [parent.sentinel]
+    if parent.pid is not None:
+        with contextlib.suppress(AttributeError, OSError):  # not Linux >= 5.3, or gone already
+            waitables.append(os.pidfd_open(parent.pid))
+
+    def watch() -> None:
+        connection.wait(waitables)
+        if not server.stop_event.is_set():
+            logger.warning("the process that started this server exited; stopping")
+            server.stop()
+
+    threading.Thread(target=watch, name="proxyshare-parent-watch", daemon=True).start()
