@@ -135,6 +135,8 @@ class Measurement(BaseModel):
     description: str
     mechanism: str
     unit: str
+    # A key of scenarios.FAMILIES; None in reports older than the field (or micro mode).
+    family: str | None = None
     workers: int
     ops_per_worker: int
     us_per_op: float  # median over runs

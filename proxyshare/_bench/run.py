@@ -252,6 +252,7 @@ def _summarise(name: str, workers: int, runs: list[Run]) -> Measurement:
         description=spec.description,
         mechanism=spec.mechanism,
         unit=spec.unit,
+        family=spec.family,
         workers=workers,
         ops_per_worker=last.expected // workers,
         us_per_op=median,

@@ -223,3 +223,35 @@ def test_unreachable_redis_with_a_password_is_reported_without_it() -> None:
     report = run_bench(config)
     assert "s3cret" not in report.model_dump_json()
     assert "127.0.0.1:1" in report.skipped["redis"]
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "unit", "family"),
+    [
+        ("multiprocessing (initializer)", "increment", "same-host"),
+        ("proxyshare (shared memory)", "increment", "same-host"),
+        ("proxyshare (served)", "increment", "served"),
+        ("proxyshare (asyncio)", "increment", "served"),
+        ("proxyshare (TLS)", "increment", "served"),
+        ("proxyshare (served, durable)", "increment", "served"),
+        ("proxyshare adder (shared memory)", "increment", "same-host"),
+        ("stdlib SyncManager", "increment", "stdlib"),
+        ("proxyshare (Redis backend)", "increment", "redis"),
+        ("transport floor", "round trip", "floor"),
+        ("proxyshare (served)", "item", "queue"),
+        ("a way nobody has heard of", "increment", "other"),
+    ],
+)
+def test_a_scenarios_family_follows_from_its_mechanism(
+    mechanism: str, unit: str, family: str
+) -> None:
+    spec = S.ScenarioSpec("new-scenario", "what it does", mechanism, unit=unit)
+    assert spec.family == family
+    assert family in S.FAMILIES
+
+
+def test_an_explicit_family_wins_and_every_scenario_has_one() -> None:
+    spec = S.ScenarioSpec("x", "y", "proxyshare (served)", family="same-host")
+    assert spec.family == "same-host"
+    assert all(spec.family in S.FAMILIES for spec in SCENARIOS.values())
+    assert SCENARIOS["basemanager-floor"].family == "floor"
