@@ -175,7 +175,7 @@ class CapabilityRow(BaseModel):
 
 
 class Target(BaseModel):
-    """A performance target from the issues, and whether this run met it."""
+    """A performance target (what it compares, and the limit) and whether this run met it."""
 
     name: str
     description: str

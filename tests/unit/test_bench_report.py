@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -119,6 +120,14 @@ def test_targets_compare_the_named_scenarios() -> None:
     assert targets["counter-vs-syncmanager"].met is False
     assert targets["counter-vs-redis"].met is None
     assert "redis" in targets["counter-vs-redis"].detail
+
+
+def test_targets_are_named_by_what_they_compare_not_by_tracker_numbers() -> None:
+    targets = compute_targets(_report([("initializer", 1.0)]))
+    descriptions = [t.description for t in targets]
+    assert len(set(descriptions)) == len(descriptions)
+    for description in descriptions:
+        assert not re.search(r"#\d", description), description
 
 
 def test_report_round_trips_through_json() -> None:
