@@ -1,18 +1,17 @@
-"""The bench report for people: rich tables and a matplotlib plot.
+"""The bench report for people: rich tables (the picture is ``plot``).
 
-rich and matplotlib are imported inside the functions, so neither is needed
-to run the bench as a library, and matplotlib stays optional (``[plot]``).
+rich is imported inside the functions, so it is not needed to run the bench
+as a library.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from proxyshare._bench.report import BenchReport, Capability, CapabilityRow, spec_of
+from proxyshare._bench.report import BenchReport, Capability, CapabilityRow
 from proxyshare._bench.targets import target_workers
-from proxyshare._errors import ProxyShareError
 
-__all__ = ["render", "require_matplotlib", "write_plot"]
+__all__ = ["render"]
 
 
 def _fmt_us(us: float) -> str:
@@ -144,81 +143,3 @@ def _render_capabilities(rows: list[CapabilityRow]) -> list[Any]:
 def _cap_text(c: Capability) -> str:
     mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]n/a[/]"}[c.works]
     return mark if c.basis == "n/a" else f"{mark} [dim]{c.basis}[/]"
-
-
-def require_matplotlib() -> None:
-    """Raise a clear error now, before a minute of benchmarking, if plots cannot be made."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise ProxyShareError(
-            "--plot needs matplotlib, which is not installed: pip install 'proxyshare[plot]'"
-        ) from exc
-
-
-def write_plot(report: BenchReport, path: str) -> None:
-    """µs per op of each scenario (log scale) as a PNG at ``path``.
-
-    Several worker counts: one line per scenario against workers.  One count
-    (or micro mode): one bar per scenario.  ``--clients``: a second panel with
-    the aggregate ops/s against the number of clients.
-    """
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    clients = sorted(
-        (m.workers, m.ops_per_s) for m in report.measurements if m.scenario == "proxyshare-clients"
-    )
-    main = [m for m in report.measurements if m.scenario != "proxyshare-clients"]
-    panels = 2 if clients else 1
-    fig, axes = plt.subplots(1, panels, figsize=(9 + 5 * (panels - 1), 6), squeeze=False)
-    ax = axes[0][0]
-    counts = sorted({m.workers for m in main})
-    if report.mode == "micro" or len(counts) == 1:
-        ax.barh(
-            [m.scenario for m in main],
-            [m.us_per_op for m in main],
-            color=["tab:orange" if m.racy else "tab:blue" for m in main],
-        )
-        ax.set_xscale("log")
-        who = "one client" if report.mode == "micro" else f"{counts[0] if counts else 0} workers"
-        ax.set_xlabel(f"µs per operation, {who} (log scale; racy scenarios in orange)")
-        ax.invert_yaxis()
-    else:
-        series: dict[str, list[tuple[int, float]]] = {}
-        for m in main:
-            series.setdefault(m.scenario, []).append((m.workers, m.us_per_op))
-        colours = plt.get_cmap("tab20")
-        for i, (name, points) in enumerate(series.items()):
-            points.sort()
-            xs, ys = zip(*points, strict=True)
-            spec = spec_of(name)
-            style = ":" if spec.racy else "--" if spec.unit != "increment" else "-"
-            ax.plot(xs, ys, style, marker="o", color=colours(i % 20), label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("workers")
-        ax.set_ylabel("µs per operation (log scale)")
-        ax.set_xticks(counts)
-        ax.legend(fontsize="small", loc="best")
-    ax.set_title(
-        f"proxyshare bench ({report.start_method}, Python {report.python_version}, "
-        f"{report.machine.cpu_count} CPUs)"
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    if clients:
-        cx = axes[0][1]
-        xs, ys = zip(*clients, strict=True)
-        cx.plot(xs, ys, marker="o")
-        cx.set_xscale("log")
-        cx.set_xticks(list(xs), [str(x) for x in xs])
-        cx.set_ylim(bottom=0)
-        cx.set_xlabel("client processes on one counter")
-        cx.set_ylabel("aggregate increments per second")
-        cx.set_title("proxyshare-clients")
-        cx.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)

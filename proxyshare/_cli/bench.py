@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from proxyshare._bench.output import render, require_matplotlib, write_plot
+    from proxyshare._bench.output import render
+    from proxyshare._bench.plot import require_matplotlib, write_plot
     from proxyshare._bench.report import BenchConfig
     from proxyshare._bench.run import run_bench
 
