@@ -8,29 +8,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxyshare._bench.report import BenchReport, Capability, CapabilityRow
+from proxyshare._bench.report import BenchReport, Capability, CapabilityRow, Verdict
 from proxyshare._bench.targets import target_workers
 
-__all__ = ["render"]
+__all__ = ["render", "render_verdict"]
 
 
 def _fmt_us(us: float) -> str:
     return f"{us:,.3f}" if us < 10 else f"{us:,.1f}"
 
 
-def render(report: BenchReport) -> list[Any]:
-    """The report as rich renderables: results, capabilities, targets, notes."""
-    from rich.table import Table
+def render(report: BenchReport, verbose: bool = False) -> list[Any]:
+    """The report as rich renderables: results, capabilities, targets, verdict.
+
+    The default fits one screen at 120 columns; ``verbose`` adds the details
+    behind each "what the cost buys" cell, the scenarios of each mechanism
+    and how each target was computed.
+    """
     from rich.text import Text
 
-    out: list[Any] = []
+    out: list[Any] = [*_render_results(report)]
+    if report.capabilities:
+        out.extend(_render_capabilities(report.capabilities, verbose))
+    if report.targets:
+        out.extend(_render_targets(report, verbose))
+    if report.verdict is not None:
+        out.extend(render_verdict(report.verdict))
+    for name, reason in report.skipped.items():
+        out.append(Text(f"skipped {name}: {reason}", style="yellow"))
+    for name, reason in report.failed.items():
+        out.append(Text(f"FAILED {name}: {reason}", style="bold red"))
+    return out
+
+
+def _table(title: str | None = None) -> Any:
+    """A table without lines (the header is bold): the default output fits one screen."""
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", box=None)
+
+
+def _render_results(report: BenchReport) -> list[Any]:
+    from rich.text import Text
+
     repeat = report.config.repeat
+    load = report.machine.load_average_start
     title = (
-        f"proxyshare bench — {report.start_method}, Python {report.python_version}, "
-        f"{report.machine.cpu_count} CPUs, load {report.machine.load_average_start}"
+        f"[bold]proxyshare bench[/] — {report.start_method}, Python {report.python_version}, "
+        f"{report.machine.cpu_count} CPUs, load {load[0] if load else '?'}"
     )
     micro = report.mode == "micro"
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     table.add_column("scenario", no_wrap=True)
     table.add_column("W", justify="right")
     table.add_column("µs/op", justify="right")
@@ -65,76 +93,90 @@ def render(report: BenchReport) -> list[Any]:
             else:
                 row.append("[red]NO[/]")
         table.add_row(*row)
-    out.append(table)
     notes = []
     if "round trip" in units:
         notes.append("† per round trip")
     if "item" in units:
-        notes.append("‡ per queue item (put by a worker, got by the parent); × queue-initializer")
+        notes.append("‡ per queue item, × queue-initializer")
     if not micro:
-        notes.append("trips/op: requests the proxyshare server counted per operation")
+        notes.append("trips/op: requests the server counted")
+    out: list[Any] = [table]
     if notes:
         out.append(Text("; ".join(notes), style="dim"))
+    return out
 
-    if report.capabilities:
-        out.extend(_render_capabilities(report.capabilities))
 
-    known = [t for t in report.targets if t.met is not None]
-    if report.targets:
-        w = target_workers(report)
-        targets = Table(
-            title=f"targets at {w} workers (reported, not asserted)", title_justify="left"
-        )
-        targets.add_column("target")
-        targets.add_column("limit", justify="right")
-        targets.add_column("measured", justify="right")
-        targets.add_column("met?")
-        for t in report.targets:
-            measured = "[dim]not run[/]" if t.measured is None else f"{t.measured:.2f}"
-            met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]—[/]"}[t.met]
-            targets.add_row(t.description, f"{t.comparison} {t.limit:g}", measured, met)
-        out.append(targets)
-        if not known:
-            out.append(Text("no target could be evaluated in this run", style="dim"))
+def _render_targets(report: BenchReport, verbose: bool) -> list[Any]:
+    from rich.text import Text
 
-    for name, reason in report.skipped.items():
-        out.append(Text(f"skipped {name}: {reason}", style="yellow"))
-    for name, reason in report.failed.items():
-        out.append(Text(f"FAILED {name}: {reason}", style="bold red"))
+    w = target_workers(report)
+    table = _table()
+    table.add_column(f"targets at {w} workers (reported, not asserted)")
+    table.add_column("limit", justify="right")
+    table.add_column("measured", justify="right")
+    table.add_column("met?")
+    if verbose:
+        table.add_column("from")
+    for t in report.targets:
+        measured = "[dim]not run[/]" if t.measured is None else f"{t.measured:.2f}"
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]—[/]"}[t.met]
+        row = [t.description, f"{t.comparison} {t.limit:g}", measured, met]
+        if verbose:
+            row.append(f"[dim]{t.detail}[/]")
+        table.add_row(*row)
+    out: list[Any] = [table]
+    if all(t.met is None for t in report.targets):
+        out.append(Text("no target could be evaluated in this run", style="dim"))
+    return out
+
+
+def render_verdict(verdict: Verdict) -> list[Any]:
+    """The verdict's sentences under a heading, one paragraph each."""
+    from rich.text import Text
+
+    out: list[Any] = []
+    for i, sentence in enumerate(verdict.sentences):
+        text = Text.assemble(("verdict: ", "bold")) if i == 0 else Text()
+        noise = i == len(verdict.sentences) - 1 and verdict.noisy
+        text.append(sentence, style="yellow" if noise else "")
+        out.append(text)
     return out
 
 
 _CAP_COLUMNS = (
-    ("submit_argument", "submit arg"),
+    ("submit_argument", "submit() arg"),
     ("created_after_pool_start", "made after pool start"),
     ("other_machine", "other machine"),
-    ("lock_release_on_holder_death", "lock freed on holder death"),
+    ("lock_release_on_holder_death", "lock freed if holder dies"),
 )
 
 
-def _render_capabilities(rows: list[CapabilityRow]) -> list[Any]:
-    """One line per mechanism (its scenarios share the facts), details underneath."""
-    from rich.table import Table
+def _render_capabilities(rows: list[CapabilityRow], verbose: bool) -> list[Any]:
+    """One line per mechanism (its scenarios share the facts); details with ``verbose``."""
     from rich.text import Text
 
     groups: dict[str, list[CapabilityRow]] = {}
     for row in rows:
         groups.setdefault(row.mechanism, []).append(row)
-    table = Table(title="what the cost buys", title_justify="left")
-    table.add_column("mechanism (scenarios)")
+    table = _table()
+    table.add_column("what the cost buys" + (" (scenarios)" if verbose else ""))
     for _field, header in _CAP_COLUMNS:
-        table.add_column(header)
+        table.add_column(header, no_wrap=True)
     details: list[str] = []
     for mechanism, members in groups.items():
         first = members[0]
         cells = [getattr(first, field) for field, _header in _CAP_COLUMNS]
-        names = ", ".join(m.scenario for m in members)
-        table.add_row(f"{mechanism}\n[dim]{names}[/]", *(_cap_text(c) for c in cells))
+        label = mechanism
+        if verbose:
+            label += "\n[dim]" + ", ".join(m.scenario for m in members) + "[/]"
+        table.add_row(label, *(_cap_text(c) for c in cells))
         for (_field, header), cell in zip(_CAP_COLUMNS, cells, strict=True):
             if cell.works is not None:  # n/a cells: the reason is in the skipped list
                 details.append(f"{mechanism} · {header}: {cell.detail}")
+    if not verbose:
+        return [table]
     legend = (
-        "checked: tried by the bench in this run; structural: follows from how the "
+        "checked: tried by the bench in this run; by design: follows from how the "
         "mechanism works; n/a: does not apply or is not available here"
     )
     return [table, Text(legend, style="dim"), Text("\n".join(details), style="dim")]
@@ -142,4 +184,5 @@ def _render_capabilities(rows: list[CapabilityRow]) -> list[Any]:
 
 def _cap_text(c: Capability) -> str:
     mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]n/a[/]"}[c.works]
-    return mark if c.basis == "n/a" else f"{mark} [dim]{c.basis}[/]"
+    basis = {"checked": "checked", "structural": "by design"}.get(c.basis)
+    return f"{mark} [dim]({basis})[/]" if basis else mark

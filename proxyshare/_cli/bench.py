@@ -124,6 +124,13 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="tiny sizes: seconds, for tests and smoke checks"
     )
     bench.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print how each 'what the cost buys' fact was found and how each target "
+        "was computed (--json always has everything)",
+    )
+    bench.add_argument(
         "--micro",
         action="store_true",
         help="microbenchmarks from one client: transport floor, get, increment, "
@@ -178,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     if not out.is_terminal:  # a file or pipe: no need to squeeze into 80 columns
         out = Console(width=max(out.width, 130))
-    for renderable in render(report):
+    for renderable in render(report, verbose=args.verbose):
         out.print(renderable)
     if args.json:
         out.print(f"report written to {args.json}")

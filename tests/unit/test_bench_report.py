@@ -26,6 +26,7 @@ from proxyshare._bench.report import (
 )
 from proxyshare._bench.run import _fill_ratios, _summarise, run_bench
 from proxyshare._bench.targets import compute_targets
+from tests.bench_reports import TYPICAL, synthetic_report
 
 
 def _report(measurements: list[tuple[str, float]], workers: int = 2) -> BenchReport:
@@ -163,6 +164,44 @@ def test_render_draws_every_table() -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "initializer-nolock" in text and "racy" in text
     assert "skipped redis: no Redis server reachable" in text
+
+
+def _printed(report: BenchReport, verbose: bool = False, width: int = 120) -> list[str]:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width)
+    for renderable in render(report, verbose=verbose):
+        console.print(renderable)
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+
+SCREEN_LINES = 50
+
+
+def test_the_default_output_fits_one_screen_at_120_columns() -> None:
+    lines = _printed(synthetic_report(TYPICAL, load=1.8))
+    assert len(lines) <= SCREEN_LINES, "\n".join(lines)
+    assert max(len(line) for line in lines) <= 120
+    text = "\n".join(lines)
+    for part in ("proxyshare-counter", "what the cost buys", "targets at 2 workers", "verdict:"):
+        assert part in text
+    assert "too noisy" in text
+
+
+def test_the_details_of_what_the_cost_buys_are_verbose_only() -> None:
+    report = synthetic_report(TYPICAL)
+    quiet, verbose = "\n".join(_printed(report)), "\n".join(_printed(report, verbose=True))
+    detail = "stdlib SyncManager · lock freed if holder dies: failed when tried"
+    assert detail not in quiet
+    assert detail in verbose
+    assert "checked: tried by the bench in this run" in verbose
+
+
+def test_no_output_carries_tracker_numbers() -> None:
+    report = synthetic_report(TYPICAL)
+    for verbose in (False, True):
+        for line in _printed(report, verbose=verbose):
+            assert not re.search(r"#\d", line), line
 
 
 @pytest.mark.timeout(60)
