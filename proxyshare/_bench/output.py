@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxyshare._bench.compare import BASELINE, Change, Comparison, Measure
 from proxyshare._bench.report import BenchReport, Capability, CapabilityRow, Verdict
 from proxyshare._bench.targets import target_workers
 
-__all__ = ["render", "render_verdict"]
+__all__ = ["render", "render_comparison", "render_verdict"]
 
 
 def _fmt_us(us: float) -> str:
@@ -186,3 +187,68 @@ def _cap_text(c: Capability) -> str:
     mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]n/a[/]"}[c.works]
     basis = {"checked": "checked", "structural": "by design"}.get(c.basis)
     return f"{mark} [dim]({basis})[/]" if basis else mark
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def _measure_cell(m: Measure) -> str:
+    change = m.change
+    if change is None:
+        return f"{_num(m.old)} → {_num(m.new)}" if m.old or m.new else ""
+    return f"{_num(m.old)} → {_num(m.new)} [dim]({change * 100:+.0f} %)[/]"
+
+
+def render_comparison(comparison: Comparison, source: str) -> list[Any]:
+    """Each scenario's change since the report in ``source``, regressions flagged."""
+    from rich.text import Text
+
+    pct = f"{comparison.threshold_pct:g} %"
+    table = _table(f"[bold]compared with {source}[/] (old → new)")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("W", justify="right")
+    table.add_column("µs/op", justify="right")
+    for ref in comparison.references:
+        table.add_column("× init" if ref == BASELINE else f"× {ref}", justify="right")
+    table.add_column("change")
+    for c in comparison.changes:
+        if c.status in ("new", "gone"):
+            continue
+        raw = _measure_cell(c.raw) + (" *" if c.judged == (c.raw,) else "")
+        ratios = [_measure_cell(r) for r in c.ratios]
+        table.add_row(c.scenario, str(c.workers), raw, *ratios, _change_cell(c, pct))
+    explain = (
+        "change: judged on the ratios (×), which survive a noisy machine: worse or better by "
+        f"more than {pct} against every reference both runs measured (× init: × queue-initializer "
+        "for queues; * no common reference, µs/op judged)"
+    )
+    out: list[Any] = [table, Text(explain, style="dim")]
+    for status, said in (("new", "new in this run"), ("gone", "in the old run only")):
+        names = [f"{c.scenario} × {c.workers}" for c in comparison.changes if c.status == status]
+        if names:
+            out.append(Text(f"{said}: {', '.join(names)}", style="dim"))
+    for note in comparison.notes:
+        out.append(Text(f"note: {note}", style="yellow"))
+    worse = comparison.regressions
+    if worse:
+        which = ", ".join(f"{c.scenario} × {c.workers}" for c in worse)
+        out.append(Text(f"{len(worse)} regression(s) beyond {pct}: {which}", style="bold red"))
+    else:
+        out.append(Text(f"no regression beyond {pct}", style="green"))
+    return out
+
+
+def _change_cell(c: Change, pct: str) -> str:
+    worse, better = c.worse_by, c.better_by
+    if c.status == "reference":
+        return "[dim]reference[/]"
+    if c.regressed and worse is not None:
+        return f"[bold red]worse {worse * 100:+.0f} %[/]"
+    if c.improved and better is not None:
+        return f"[green]better {-better * 100:+.0f} %[/]"
+    if c.mixed:
+        return "[yellow]mixed[/]"
+    return f"[dim]within {pct}[/]"
