@@ -171,11 +171,15 @@ def _bar_rows(bars: list[Measurement], micro: bool) -> list[_Row]:
     return rows
 
 
+def _us(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
 def _bar_label(m: Measurement, micro: bool) -> str:
     """ "20.6×  (76.9 µs)", plus "racy" or "WRONG TOTAL" where that applies."""
     ratio = m.ratio_to_floor if micro else m.ratio_to_initializer
     text = "" if ratio is None else f"{ratio:.1f}×" if ratio < 100 else f"{ratio:,.0f}×"
-    text += f"  ({m.us_per_op:.3g} µs)"
+    text += f"  ({_us(m.us_per_op)} µs)"
     if m.racy:
         lost = f", lost {m.lost_updates:,}" if m.lost_updates else ""
         text += f"  racy{lost}"
@@ -244,11 +248,11 @@ def _draw_bars(ax: Axes, rows: list[_Row], w: int, report: BenchReport, micro: b
                 color=REFERENCE_COLOUR,
                 linestyle="--",
                 linewidth=1,
-                label=f"{reference}: {ref.us_per_op:.3g} µs",
+                label=f"{reference}: {_us(ref.us_per_op)} µs",
             )
         )
-    who = "one client" if micro else f"{w} worker{'s' if w != 1 else ''}"
-    ax.set_xlabel(f"µs per operation at {who} (log scale: each step is 10×; shorter is cheaper)")
+    who = "from one client" if micro else f"at {w} worker{'s' if w != 1 else ''}"
+    ax.set_xlabel(f"µs per operation {who} (log scale: each step is 10×; shorter is cheaper)")
     ratio = "the floor's" if micro else "the initializer's (queues: queue-initializer's)"
     title = f"× = cost ÷ {ratio}"
     if racy_seen:
@@ -324,12 +328,15 @@ def _draw_sweep(ax: Axes, series: dict[str, list[Measurement]], counts: list[int
 
 
 def _draw_clients(ax: Axes, clients: list[tuple[int, float]]) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_label("clients")
     xs = [c for c, _ops in clients]
     ax.plot(xs, [ops for _c, ops in clients], marker="o", color=FAMILY_COLOURS["served"])
     ax.set_xscale("log")
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:,.0f}"))
     ax.set_xlabel("client processes on one served counter")
     ax.set_ylabel("increments per second")
     ax.set_title("aggregate throughput (--clients)", fontsize=9, loc="left")

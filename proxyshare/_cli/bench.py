@@ -113,7 +113,8 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--plot",
         metavar="PATH",
-        help="write a PNG of µs/op against workers (needs matplotlib: proxyshare[plot])",
+        help="write a PNG: µs/op per scenario grouped by family, and the sweep across "
+        "--workers (needs matplotlib: proxyshare[plot])",
     )
     bench.add_argument(
         "--start-method",

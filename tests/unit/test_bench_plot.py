@@ -60,9 +60,9 @@ def test_one_bar_per_scenario_grouped_under_family_headings() -> None:
 def test_each_bar_is_labelled_with_its_ratio_and_racy_ones_are_marked() -> None:
     fig = build_figure(synthetic_report(SMALL, lost={"initializer-nolock": 40}))
     texts = _bar_texts(_axes(fig, "bars"))
-    assert "12.0×  (24 µs)" in texts
+    assert "12.0×  (24.0 µs)" in texts
     assert "100×  (200 µs)" in texts
-    assert "0.2×  (0.5 µs)  racy, lost 40" in texts
+    assert "0.2×  (0.50 µs)  racy, lost 40" in texts
     hatched = [p for p in _axes(fig, "bars").patches if p.get_hatch()]
     assert len(hatched) == 1
 
@@ -169,5 +169,5 @@ def test_a_micro_report_draws_primitives_against_the_floor() -> None:
     ]
     bars = _axes(build_figure(report), "bars")
     assert _ticks(bars) == ["floor", "counter.increment()"]
-    assert "2.0×  (24 µs)" in _bar_texts(bars)
+    assert "2.0×  (24.0 µs)" in _bar_texts(bars)
     assert "micro" in build_figure(report)._suptitle.get_text()  # type: ignore[union-attr]
