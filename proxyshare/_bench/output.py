@@ -86,7 +86,7 @@ def _render_results(report: BenchReport) -> list[Any]:
         if not micro:
             trips = m.round_trips_per_op
             row.append("" if trips is None else f"{trips:.2f}" if trips >= 0.1 else f"{trips:.3f}")
-            row.append(str(m.lost_updates))
+            row.append(f"{m.lost_updates:,}")
             if m.correct:
                 row.append("[green]yes[/]")
             elif m.racy:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from proxyshare._bench.report import SCENARIOS, BenchReport, Measurement
 from proxyshare._bench.scenarios import FAMILIES
 from proxyshare._bench.targets import target_workers
+from proxyshare._bench.verdict import make_verdict
 from proxyshare._errors import ProxyShareError
 
 if TYPE_CHECKING:
@@ -262,6 +263,9 @@ def _draw_bars(ax: Axes, rows: list[_Row], w: int, report: BenchReport, micro: b
     skipped = sorted({*report.skipped, *report.failed} - {m.scenario for m in measured})
     if skipped:
         title += "; not measured here: " + ", ".join(skipped)
+    noise = make_verdict(report).noise
+    if noise:  # a picture travels without its verdict: it says so itself
+        title += "\nnoisy run, read with care: " + "; ".join(noise)
     ax.set_title(title, fontsize=8, loc="left", wrap=True)
     return handles
 

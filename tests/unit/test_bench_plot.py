@@ -137,6 +137,13 @@ def test_skipped_scenarios_are_named_on_the_picture() -> None:
     assert "not measured here: redis" in _axes(build_figure(report), "bars").get_title("left")
 
 
+def test_a_noisy_run_says_so_on_the_picture() -> None:
+    quiet = _axes(build_figure(synthetic_report(SMALL, load=0.1)), "bars").get_title("left")
+    noisy = _axes(build_figure(synthetic_report(SMALL, load=3.0)), "bars").get_title("left")
+    assert "noisy" not in quiet
+    assert "noisy run, read with care: the load average was 3.00 on 2 CPUs" in noisy
+
+
 def test_a_report_without_measurements_still_draws() -> None:
     report = synthetic_report(SMALL)
     report.measurements = []
