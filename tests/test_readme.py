@@ -99,3 +99,11 @@ def test_configuration_variables_are_documented(variable: str) -> None:
 
 def test_readme_has_the_bench_table_marker() -> None:
     assert "<!-- bench-table -->" in README
+
+
+def test_the_bench_picture_is_in_the_readme_at_its_width() -> None:
+    assert "](docs/bench.png)" in README
+    png = (ROOT / "docs" / "bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(png[16:20], "big")  # the IHDR chunk's first field
+    assert width == 800

@@ -8,7 +8,10 @@ Read top-down:
       probes     the "what the cost buys" facts, checked in the run
       micro      --micro: one client, one primitive at a time
       targets    the performance targets, reported with their ratios
-      output     tables (rich) and the plot (matplotlib) for the CLI
+      verdict    a few plain sentences drawn from a report
+      compare    a report against an earlier one (--compare)
+      output     the tables (rich) for the CLI
+      plot       the picture (matplotlib, optional)
 
 This package's ``__init__`` imports nothing: pool workers import
 ``proxyshare._bench.workers`` and must not pull in pydantic.

@@ -1,37 +1,65 @@
-"""The bench report for people: rich tables and a matplotlib plot.
+"""The bench report for people: rich tables (the picture is ``plot``).
 
-rich and matplotlib are imported inside the functions, so neither is needed
-to run the bench as a library, and matplotlib stays optional (``[plot]``).
+rich is imported inside the functions, so it is not needed to run the bench
+as a library.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from proxyshare._bench.report import BenchReport, Capability, CapabilityRow, spec_of
+from proxyshare._bench.compare import BASELINE, Change, Comparison, Measure
+from proxyshare._bench.report import BenchReport, Capability, CapabilityRow, Verdict
 from proxyshare._bench.targets import target_workers
-from proxyshare._errors import ProxyShareError
 
-__all__ = ["render", "require_matplotlib", "write_plot"]
+__all__ = ["render", "render_comparison", "render_verdict"]
 
 
 def _fmt_us(us: float) -> str:
     return f"{us:,.3f}" if us < 10 else f"{us:,.1f}"
 
 
-def render(report: BenchReport) -> list[Any]:
-    """The report as rich renderables: results, capabilities, targets, notes."""
-    from rich.table import Table
+def render(report: BenchReport, verbose: bool = False) -> list[Any]:
+    """The report as rich renderables: results, capabilities, targets, verdict.
+
+    The default fits one screen at 120 columns; ``verbose`` adds the details
+    behind each "what the cost buys" cell, the scenarios of each mechanism
+    and how each target was computed.
+    """
     from rich.text import Text
 
-    out: list[Any] = []
+    out: list[Any] = [*_render_results(report)]
+    if report.capabilities:
+        out.extend(_render_capabilities(report.capabilities, verbose))
+    if report.targets:
+        out.extend(_render_targets(report, verbose))
+    if report.verdict is not None:
+        out.extend(render_verdict(report.verdict))
+    for name, reason in report.skipped.items():
+        out.append(Text(f"skipped {name}: {reason}", style="yellow"))
+    for name, reason in report.failed.items():
+        out.append(Text(f"FAILED {name}: {reason}", style="bold red"))
+    return out
+
+
+def _table(title: str | None = None) -> Any:
+    """A table without lines (the header is bold): the default output fits one screen."""
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", box=None)
+
+
+def _render_results(report: BenchReport) -> list[Any]:
+    from rich.text import Text
+
     repeat = report.config.repeat
+    load = report.machine.load_average_start
     title = (
-        f"proxyshare bench — {report.start_method}, Python {report.python_version}, "
-        f"{report.machine.cpu_count} CPUs, load {report.machine.load_average_start}"
+        f"[bold]proxyshare bench[/] — {report.start_method}, Python {report.python_version}, "
+        f"{report.machine.cpu_count} CPUs, load {load[0] if load else '?'}"
     )
     micro = report.mode == "micro"
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     table.add_column("scenario", no_wrap=True)
     table.add_column("W", justify="right")
     table.add_column("µs/op", justify="right")
@@ -58,7 +86,7 @@ def render(report: BenchReport) -> list[Any]:
         if not micro:
             trips = m.round_trips_per_op
             row.append("" if trips is None else f"{trips:.2f}" if trips >= 0.1 else f"{trips:.3f}")
-            row.append(str(m.lost_updates))
+            row.append(f"{m.lost_updates:,}")
             if m.correct:
                 row.append("[green]yes[/]")
             elif m.racy:
@@ -66,76 +94,90 @@ def render(report: BenchReport) -> list[Any]:
             else:
                 row.append("[red]NO[/]")
         table.add_row(*row)
-    out.append(table)
     notes = []
     if "round trip" in units:
         notes.append("† per round trip")
     if "item" in units:
-        notes.append("‡ per queue item (put by a worker, got by the parent); × queue-initializer")
+        notes.append("‡ per queue item, × queue-initializer")
     if not micro:
-        notes.append("trips/op: requests the proxyshare server counted per operation")
+        notes.append("trips/op: requests the server counted")
+    out: list[Any] = [table]
     if notes:
         out.append(Text("; ".join(notes), style="dim"))
+    return out
 
-    if report.capabilities:
-        out.extend(_render_capabilities(report.capabilities))
 
-    known = [t for t in report.targets if t.met is not None]
-    if report.targets:
-        w = target_workers(report)
-        targets = Table(
-            title=f"targets at {w} workers (reported, not asserted)", title_justify="left"
-        )
-        targets.add_column("target")
-        targets.add_column("limit", justify="right")
-        targets.add_column("measured", justify="right")
-        targets.add_column("met?")
-        for t in report.targets:
-            measured = "[dim]not run[/]" if t.measured is None else f"{t.measured:.2f}"
-            met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]—[/]"}[t.met]
-            targets.add_row(t.description, f"{t.comparison} {t.limit:g}", measured, met)
-        out.append(targets)
-        if not known:
-            out.append(Text("no target could be evaluated in this run", style="dim"))
+def _render_targets(report: BenchReport, verbose: bool) -> list[Any]:
+    from rich.text import Text
 
-    for name, reason in report.skipped.items():
-        out.append(Text(f"skipped {name}: {reason}", style="yellow"))
-    for name, reason in report.failed.items():
-        out.append(Text(f"FAILED {name}: {reason}", style="bold red"))
+    w = target_workers(report)
+    table = _table()
+    table.add_column(f"targets at {w} workers (reported, not asserted)")
+    table.add_column("limit", justify="right")
+    table.add_column("measured", justify="right")
+    table.add_column("met?")
+    if verbose:
+        table.add_column("from")
+    for t in report.targets:
+        measured = "[dim]not run[/]" if t.measured is None else f"{t.measured:.2f}"
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]—[/]"}[t.met]
+        row = [t.description, f"{t.comparison} {t.limit:g}", measured, met]
+        if verbose:
+            row.append(f"[dim]{t.detail}[/]")
+        table.add_row(*row)
+    out: list[Any] = [table]
+    if all(t.met is None for t in report.targets):
+        out.append(Text("no target could be evaluated in this run", style="dim"))
+    return out
+
+
+def render_verdict(verdict: Verdict) -> list[Any]:
+    """The verdict's sentences under a heading, one paragraph each."""
+    from rich.text import Text
+
+    out: list[Any] = []
+    for i, sentence in enumerate(verdict.sentences):
+        text = Text.assemble(("verdict: ", "bold")) if i == 0 else Text()
+        noise = i == len(verdict.sentences) - 1 and verdict.noisy
+        text.append(sentence, style="yellow" if noise else "")
+        out.append(text)
     return out
 
 
 _CAP_COLUMNS = (
-    ("submit_argument", "submit arg"),
+    ("submit_argument", "submit() arg"),
     ("created_after_pool_start", "made after pool start"),
     ("other_machine", "other machine"),
-    ("lock_release_on_holder_death", "lock freed on holder death"),
+    ("lock_release_on_holder_death", "lock freed if holder dies"),
 )
 
 
-def _render_capabilities(rows: list[CapabilityRow]) -> list[Any]:
-    """One line per mechanism (its scenarios share the facts), details underneath."""
-    from rich.table import Table
+def _render_capabilities(rows: list[CapabilityRow], verbose: bool) -> list[Any]:
+    """One line per mechanism (its scenarios share the facts); details with ``verbose``."""
     from rich.text import Text
 
     groups: dict[str, list[CapabilityRow]] = {}
     for row in rows:
         groups.setdefault(row.mechanism, []).append(row)
-    table = Table(title="what the cost buys", title_justify="left")
-    table.add_column("mechanism (scenarios)")
+    table = _table()
+    table.add_column("what the cost buys" + (" (scenarios)" if verbose else ""))
     for _field, header in _CAP_COLUMNS:
-        table.add_column(header)
+        table.add_column(header, no_wrap=True)
     details: list[str] = []
     for mechanism, members in groups.items():
         first = members[0]
         cells = [getattr(first, field) for field, _header in _CAP_COLUMNS]
-        names = ", ".join(m.scenario for m in members)
-        table.add_row(f"{mechanism}\n[dim]{names}[/]", *(_cap_text(c) for c in cells))
+        label = mechanism
+        if verbose:
+            label += "\n[dim]" + ", ".join(m.scenario for m in members) + "[/]"
+        table.add_row(label, *(_cap_text(c) for c in cells))
         for (_field, header), cell in zip(_CAP_COLUMNS, cells, strict=True):
             if cell.works is not None:  # n/a cells: the reason is in the skipped list
                 details.append(f"{mechanism} · {header}: {cell.detail}")
+    if not verbose:
+        return [table]
     legend = (
-        "checked: tried by the bench in this run; structural: follows from how the "
+        "checked: tried by the bench in this run; by design: follows from how the "
         "mechanism works; n/a: does not apply or is not available here"
     )
     return [table, Text(legend, style="dim"), Text("\n".join(details), style="dim")]
@@ -143,82 +185,70 @@ def _render_capabilities(rows: list[CapabilityRow]) -> list[Any]:
 
 def _cap_text(c: Capability) -> str:
     mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]n/a[/]"}[c.works]
-    return mark if c.basis == "n/a" else f"{mark} [dim]{c.basis}[/]"
+    basis = {"checked": "checked", "structural": "by design"}.get(c.basis)
+    return f"{mark} [dim]({basis})[/]" if basis else mark
 
 
-def require_matplotlib() -> None:
-    """Raise a clear error now, before a minute of benchmarking, if plots cannot be made."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise ProxyShareError(
-            "--plot needs matplotlib, which is not installed: pip install 'proxyshare[plot]'"
-        ) from exc
+def _num(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
 
 
-def write_plot(report: BenchReport, path: str) -> None:
-    """µs per op of each scenario (log scale) as a PNG at ``path``.
+def _measure_cell(m: Measure) -> str:
+    change = m.change
+    if change is None:
+        return f"{_num(m.old)} → {_num(m.new)}" if m.old or m.new else ""
+    return f"{_num(m.old)} → {_num(m.new)} [dim]({change * 100:+.0f} %)[/]"
 
-    Several worker counts: one line per scenario against workers.  One count
-    (or micro mode): one bar per scenario.  ``--clients``: a second panel with
-    the aggregate ops/s against the number of clients.
-    """
-    require_matplotlib()
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def render_comparison(comparison: Comparison, source: str) -> list[Any]:
+    """Each scenario's change since the report in ``source``, regressions flagged."""
+    from rich.text import Text
 
-    clients = sorted(
-        (m.workers, m.ops_per_s) for m in report.measurements if m.scenario == "proxyshare-clients"
+    pct = f"{comparison.threshold_pct:g} %"
+    table = _table(f"[bold]compared with {source}[/] (old → new)")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("W", justify="right")
+    table.add_column("µs/op", justify="right")
+    for ref in comparison.references:
+        table.add_column("× init" if ref == BASELINE else f"× {ref}", justify="right")
+    table.add_column("change")
+    for c in comparison.changes:
+        if c.status in ("new", "gone"):
+            continue
+        raw = _measure_cell(c.raw) + (" *" if c.judged == (c.raw,) else "")
+        ratios = [_measure_cell(r) for r in c.ratios]
+        table.add_row(c.scenario, str(c.workers), raw, *ratios, _change_cell(c, pct))
+    explain = (
+        "change: judged on the ratios (×), which survive a noisy machine: worse or better by "
+        f"more than {pct} against every reference both runs measured (× init: × queue-initializer "
+        "for queues; * no common reference, µs/op judged)"
     )
-    main = [m for m in report.measurements if m.scenario != "proxyshare-clients"]
-    panels = 2 if clients else 1
-    fig, axes = plt.subplots(1, panels, figsize=(9 + 5 * (panels - 1), 6), squeeze=False)
-    ax = axes[0][0]
-    counts = sorted({m.workers for m in main})
-    if report.mode == "micro" or len(counts) == 1:
-        ax.barh(
-            [m.scenario for m in main],
-            [m.us_per_op for m in main],
-            color=["tab:orange" if m.racy else "tab:blue" for m in main],
-        )
-        ax.set_xscale("log")
-        who = "one client" if report.mode == "micro" else f"{counts[0] if counts else 0} workers"
-        ax.set_xlabel(f"µs per operation, {who} (log scale; racy scenarios in orange)")
-        ax.invert_yaxis()
+    out: list[Any] = [table, Text(explain, style="dim")]
+    for status, said in (("new", "new in this run"), ("gone", "in the old run only")):
+        names = [f"{c.scenario} × {c.workers}" for c in comparison.changes if c.status == status]
+        if names:
+            out.append(Text(f"{said}: {', '.join(names)}", style="dim"))
+    for note in comparison.notes:
+        out.append(Text(f"note: {note}", style="yellow"))
+    worse = comparison.regressions
+    if worse:
+        which = ", ".join(f"{c.scenario} × {c.workers}" for c in worse)
+        out.append(Text(f"{len(worse)} regression(s) beyond {pct}: {which}", style="bold red"))
     else:
-        series: dict[str, list[tuple[int, float]]] = {}
-        for m in main:
-            series.setdefault(m.scenario, []).append((m.workers, m.us_per_op))
-        colours = plt.get_cmap("tab20")
-        for i, (name, points) in enumerate(series.items()):
-            points.sort()
-            xs, ys = zip(*points, strict=True)
-            spec = spec_of(name)
-            style = ":" if spec.racy else "--" if spec.unit != "increment" else "-"
-            ax.plot(xs, ys, style, marker="o", color=colours(i % 20), label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("workers")
-        ax.set_ylabel("µs per operation (log scale)")
-        ax.set_xticks(counts)
-        ax.legend(fontsize="small", loc="best")
-    ax.set_title(
-        f"proxyshare bench ({report.start_method}, Python {report.python_version}, "
-        f"{report.machine.cpu_count} CPUs)"
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    if clients:
-        cx = axes[0][1]
-        xs, ys = zip(*clients, strict=True)
-        cx.plot(xs, ys, marker="o")
-        cx.set_xscale("log")
-        cx.set_xticks(list(xs), [str(x) for x in xs])
-        cx.set_ylim(bottom=0)
-        cx.set_xlabel("client processes on one counter")
-        cx.set_ylabel("aggregate increments per second")
-        cx.set_title("proxyshare-clients")
-        cx.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+        out.append(Text(f"no regression beyond {pct}", style="green"))
+    return out
+
+
+def _change_cell(c: Change, pct: str) -> str:
+    worse, better = c.worse_by, c.better_by
+    if c.status == "reference":
+        return "[dim]reference[/]"
+    if c.regressed and worse is not None:
+        return f"[bold red]worse {worse * 100:+.0f} %[/]"
+    if c.improved and better is not None:
+        return f"[green]better {-better * 100:+.0f} %[/]"
+    if c.mixed:
+        return "[yellow]mixed[/]"
+    return f"[dim]within {pct}[/]"

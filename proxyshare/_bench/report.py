@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_OPS",
     "QUICK_OPS",
     "SCENARIOS",
+    "SCHEMA_VERSION",
     "TASK_TIMEOUT",
     "BenchConfig",
     "BenchReport",
@@ -32,12 +33,17 @@ __all__ = [
     "Run",
     "Steps",
     "Target",
+    "Verdict",
     "expand_scenarios",
     "failure_text",
     "spec_of",
 ]
 
 SCENARIOS = S.SCENARIOS
+# Of BenchReport's JSON: bumped when a field is added, renamed or changes
+# meaning.  1: no schema_version field; 2: + schema_version, verdict,
+# Measurement.family.
+SCHEMA_VERSION = 2
 # Per worker (x ops_scale for the ~1 µs scenarios): the default run takes
 # about 20-30 s on 2 busy cores, well under a minute.
 DEFAULT_OPS = 10_000
@@ -135,6 +141,8 @@ class Measurement(BaseModel):
     description: str
     mechanism: str
     unit: str
+    # A key of scenarios.FAMILIES; None in reports older than the field (or micro mode).
+    family: str | None = None
     workers: int
     ops_per_worker: int
     us_per_op: float  # median over runs
@@ -173,7 +181,7 @@ class CapabilityRow(BaseModel):
 
 
 class Target(BaseModel):
-    """A performance target from the issues, and whether this run met it."""
+    """A performance target (what it compares, and the limit) and whether this run met it."""
 
     name: str
     description: str
@@ -182,6 +190,17 @@ class Target(BaseModel):
     comparison: Literal["<=", ">="]
     met: bool | None  # None: the scenarios it needs did not run
     detail: str
+
+
+class Verdict(BaseModel):
+    """What the run says, in a few plain sentences drawn from its measurements."""
+
+    sentences: list[str]
+    workers: int | None = None  # the worker count the sentences speak of
+    # The cheapest scenario whose object passes as a submit() argument.
+    cheapest_passable: str | None = None
+    noisy: bool = False  # the machine was too noisy to trust the numbers
+    noise: list[str] = Field(default_factory=list)  # why
 
 
 class MachineInfo(BaseModel):
@@ -196,6 +215,7 @@ class MachineInfo(BaseModel):
 class BenchReport(BaseModel):
     """Everything one ``proxyshare bench`` run measured and found."""
 
+    schema_version: int = SCHEMA_VERSION
     proxyshare_version: str
     python_version: str
     python_implementation: str
@@ -208,6 +228,7 @@ class BenchReport(BaseModel):
     failed: dict[str, str] = Field(default_factory=dict)
     capabilities: list[CapabilityRow] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)
+    verdict: Verdict | None = None
     started: datetime
     finished: datetime | None = None
 

@@ -50,6 +50,7 @@ from proxyshare._bench.report import (
     spec_of,
 )
 from proxyshare._bench.targets import compute_targets
+from proxyshare._bench.verdict import make_verdict
 from proxyshare._errors import ProxyShareError
 
 __all__ = ["run_bench"]
@@ -100,6 +101,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRep
         env.close()
     report.machine.load_average_end = _load()
     report.targets = compute_targets(report)
+    report.verdict = make_verdict(report)
     report.finished = datetime.now(timezone.utc)
     return report
 
@@ -252,6 +254,7 @@ def _summarise(name: str, workers: int, runs: list[Run]) -> Measurement:
         description=spec.description,
         mechanism=spec.mechanism,
         unit=spec.unit,
+        family=spec.family,
         workers=workers,
         ops_per_worker=last.expected // workers,
         us_per_op=median,

@@ -29,12 +29,14 @@ from proxyshare._bench import workers as W
 __all__ = [
     "CLIENTS_SCENARIO",
     "DEFAULT_REDIS_URL",
+    "FAMILIES",
     "SCENARIOS",
     "BenchEnv",
     "Prepared",
     "ScenarioSpec",
     "Skip",
     "env_shared",
+    "family_of",
     "make_pool",
     "prepare",
     "redacted_url",
@@ -66,6 +68,53 @@ class Skip(Exception):
     """This scenario cannot run here; the message says why, in one line."""
 
 
+# The families that group scenarios in the picture and the verdict, in the
+# order they are drawn: key -> heading.
+FAMILIES: dict[str, str] = {
+    "same-host": "same-host fast paths",
+    "served": "proxyshare, served",
+    "stdlib": "stdlib managers",
+    "redis": "Redis",
+    "floor": "transport floors",
+    "queue": "queues (per item)",
+    "other": "other",
+}
+
+# Mechanisms whose family is known by name; any other is guessed from its
+# words in family_of(), so a new scenario slots in without a table edit.
+_FAMILY_OF_MECHANISM = {
+    "multiprocessing (initializer)": "same-host",
+    "proxyshare (shared memory)": "same-host",
+    "proxyshare (served)": "served",
+    "stdlib SyncManager": "stdlib",
+    "stdlib BaseManager": "floor",  # basemanager-floor: the stdlib's bare floor
+    "redis-py": "redis",
+    "proxyshare (Redis backend)": "redis",
+    "transport floor": "floor",
+}
+
+
+def family_of(mechanism: str, unit: str = "increment") -> str:
+    """The family (a key of :data:`FAMILIES`) of a scenario with this mechanism and unit."""
+    if unit == "item":
+        return "queue"
+    known = _FAMILY_OF_MECHANISM.get(mechanism)
+    if known is not None:
+        return known
+    words = mechanism.lower()
+    if "redis" in words:
+        return "redis"
+    if "shared memory" in words or "same host" in words or "same-host" in words:
+        return "same-host"
+    if "floor" in words:
+        return "floor"
+    if words.startswith("proxyshare"):
+        return "served"  # asyncio, TLS, durable: all served by the manager
+    if "stdlib" in words or "manager" in words:
+        return "stdlib"
+    return "other"
+
+
 @dataclass(frozen=True)
 class ScenarioSpec:
     """What a scenario measures and how to read its numbers."""
@@ -80,6 +129,12 @@ class ScenarioSpec:
     # Scenarios that cost about a microsecond per op run this many times more
     # ops, so that they last long enough to time and for racy ones to collide.
     ops_scale: int = 1
+    # A key of FAMILIES; "" means: follow from the mechanism and unit (family_of).
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", family_of(self.mechanism, self.unit))
 
 
 def _spec(*args: Any, **kwargs: Any) -> tuple[str, ScenarioSpec]:

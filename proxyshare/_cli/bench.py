@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxyshare._cli.common import EXIT_OK, EXIT_RUNTIME
+from proxyshare._cli.common import EXIT_OK, EXIT_RUNTIME, UsageError
+
+if TYPE_CHECKING:
+    from proxyshare._bench.report import BenchReport
 
 __all__ = ["register", "run"]
 
@@ -39,6 +42,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a percentage like 10 or 2.5, got {text!r}")
     return value
 
 
@@ -100,7 +113,8 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--plot",
         metavar="PATH",
-        help="write a PNG of µs/op against workers (needs matplotlib: proxyshare[plot])",
+        help="write a PNG: µs/op per scenario grouped by family, and the sweep across "
+        "--workers (needs matplotlib: proxyshare[plot])",
     )
     bench.add_argument(
         "--start-method",
@@ -124,6 +138,26 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="tiny sizes: seconds, for tests and smoke checks"
     )
     bench.add_argument(
+        "--compare",
+        metavar="OLD.json",
+        help="compare this run with a report saved by --json: each scenario's change, judged "
+        "on its ratios to initializer and basemanager-floor (raw µs/op beside them)",
+    )
+    bench.add_argument(
+        "--fail-over",
+        type=_percent,
+        metavar="PCT",
+        help="with --compare: exit with status 1 if a scenario got more than PCT %% worse "
+        "(default without it: flag changes over 30 %%, exit 0)",
+    )
+    bench.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print how each 'what the cost buys' fact was found and how each target "
+        "was computed (--json always has everything)",
+    )
+    bench.add_argument(
         "--micro",
         action="store_true",
         help="microbenchmarks from one client: transport floor, get, increment, "
@@ -135,12 +169,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from proxyshare._bench.output import render, require_matplotlib, write_plot
+    from proxyshare._bench.compare import DEFAULT_FLAG_PCT, compare_reports
+    from proxyshare._bench.output import render, render_comparison
+    from proxyshare._bench.plot import require_matplotlib, write_plot
     from proxyshare._bench.report import BenchConfig
     from proxyshare._bench.run import run_bench
 
     if args.plot:
         require_matplotlib()  # fail now, not after the run
+    old = _old_report(args)  # likewise
     config = BenchConfig(
         workers=args.workers,
         ops=args.ops,
@@ -177,10 +214,43 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     if not out.is_terminal:  # a file or pipe: no need to squeeze into 80 columns
         out = Console(width=max(out.width, 130))
-    for renderable in render(report):
+    for renderable in render(report, verbose=args.verbose):
         out.print(renderable)
+    regressed = False
+    if old is not None:
+        threshold = DEFAULT_FLAG_PCT if args.fail_over is None else args.fail_over
+        comparison = compare_reports(old, report, threshold)
+        for renderable in render_comparison(comparison, args.compare):
+            out.print(renderable)
+        regressed = args.fail_over is not None and bool(comparison.regressions)
     if args.json:
         out.print(f"report written to {args.json}")
     if args.plot:
         out.print(f"plot written to {args.plot}")
-    return EXIT_RUNTIME if report.failed else EXIT_OK
+    return EXIT_RUNTIME if report.failed or regressed else EXIT_OK
+
+
+def _old_report(args: argparse.Namespace) -> BenchReport | None:
+    """The report ``--compare`` names, read and checked before a minute of benchmarking."""
+    from proxyshare._bench.compare import load_report
+
+    if args.compare is None:
+        if args.fail_over is not None:
+            raise UsageError("--fail-over needs --compare OLD.json")
+        return None
+    try:
+        with open(args.compare, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --compare {args.compare}: {exc}") from None
+    try:
+        old = load_report(text, args.compare)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    mode = "micro" if args.micro else "scenarios"
+    if old.mode != mode:
+        raise UsageError(
+            f"{args.compare} is a {old.mode} report; this run measures {mode} "
+            f"({'drop' if old.mode == 'scenarios' else 'add'} --micro)"
+        )
+    return old

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from proxyshare._bench.report import SCENARIOS, BenchReport
+from tests.bench_reports import TYPICAL, synthetic_report
 from tests.support import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -54,6 +55,24 @@ def test_quick_bench_prints_the_results_table(quick_run: dict[str, Any]) -> None
     assert "proxyshare-counter" in stdout
     assert "what the cost buys" in stdout
     assert "targets" in stdout
+    assert "verdict: " in stdout
+
+
+def test_the_verdict_is_printed_and_kept_in_the_json_report(quick_run: dict[str, Any]) -> None:
+    report: BenchReport = quick_run["report"]
+    assert report.schema_version == 2
+    assert report.verdict is not None
+    assert report.verdict.sentences[0].startswith("On this machine, at 2 workers, a served counter")
+    assert report.verdict.cheapest_passable is not None
+    stdout = " ".join(quick_run["result"].stdout.split())  # undo the line wrapping
+    for sentence in report.verdict.sentences:
+        assert " ".join(sentence.split()) in stdout
+
+
+def test_the_details_of_each_fact_wait_for_verbose_and_json(quick_run: dict[str, Any]) -> None:
+    assert "the worker used it" not in quick_run["result"].stdout
+    details = [row["submit_argument"]["detail"] for row in quick_run["json"]["capabilities"]]
+    assert any("the worker used it" in detail for detail in details)
 
 
 def test_report_has_every_default_scenario_measured_or_skipped_with_a_reason(
@@ -229,3 +248,140 @@ def test_clients_and_a_spawn_pool(tmp_path: Path) -> None:
     assert all(m.correct for m in got.values())
     targets = {t.name: t for t in report.targets}
     assert targets["counter-vs-basemanager"].measured is not None
+
+
+# -- --compare and --fail-over ------------------------------------------------------
+
+
+def _planted_old_report(path: Path) -> Path:
+    """A saved report in which the served counter was impossibly cheap: any run regresses."""
+    old = synthetic_report(
+        {"initializer": 1.0, "proxyshare-counter": 0.01, "basemanager-floor": 20.0}
+    )
+    path.write_text(old.model_dump_json(), encoding="utf-8")
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_compare_with_a_planted_regression_fails_over_the_threshold(tmp_path: Path) -> None:
+    old = _planted_old_report(tmp_path / "old.json")
+    result = run_cli(
+        "bench",
+        "--quick",
+        "--scenarios",
+        "initializer,proxyshare-counter,basemanager-floor",
+        "--redis",
+        UNREACHABLE_REDIS,
+        "--compare",
+        str(old),
+        "--fail-over",
+        "50",
+        timeout=110,
+    )
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    assert f"compared with {old}" in result.stdout
+    assert "1 regression(s) beyond 50 %: proxyshare-counter × 2" in result.stdout
+
+
+class _FakeRun:
+    """Stands in for run_bench: returns a chosen report at once, and counts its calls."""
+
+    def __init__(self, report: BenchReport) -> None:
+        self.report = report
+        self.calls = 0
+
+    def __call__(self, config: Any, progress: Any = None) -> BenchReport:
+        self.calls += 1
+        return self.report
+
+
+@pytest.fixture
+def fake_run(monkeypatch: pytest.MonkeyPatch) -> _FakeRun:
+    from proxyshare._bench import run
+
+    fake = _FakeRun(synthetic_report(TYPICAL))
+    monkeypatch.setattr(run, "run_bench", fake)
+    return fake
+
+
+def _main(*args: str) -> int:
+    from proxyshare._cli import main
+
+    return main(["bench", *args])
+
+
+def test_compare_without_fail_over_flags_but_exits_0(
+    tmp_path: Path, fake_run: _FakeRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _planted_old_report(tmp_path / "old.json")
+    assert _main("--compare", str(old)) == 0
+    out = capsys.readouterr().out
+    assert "1 regression(s) beyond 30 %: proxyshare-counter × 2" in out
+    assert "worse" in out
+
+
+def test_fail_over_with_no_regression_exits_0(
+    tmp_path: Path, fake_run: _FakeRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = tmp_path / "same.json"
+    same.write_text(fake_run.report.model_dump_json(), encoding="utf-8")
+    assert _main("--compare", str(same), "--fail-over", "5") == 0
+    assert "no regression beyond 5 %" in capsys.readouterr().out
+
+
+def test_fail_over_with_a_regression_exits_1(tmp_path: Path, fake_run: _FakeRun) -> None:
+    old = _planted_old_report(tmp_path / "old.json")
+    assert _main("--compare", str(old), "--fail-over", "50") == 1
+
+
+@pytest.mark.parametrize(
+    ("setup", "said"),
+    [
+        ("future", "schema version 99, written by a newer proxyshare"),
+        ("missing", "cannot read --compare"),
+        ("garbage", "is not JSON"),
+        ("micro", "is a micro report; this run measures scenarios"),
+    ],
+)
+def test_an_unusable_old_report_is_refused_before_the_run(
+    tmp_path: Path,
+    fake_run: _FakeRun,
+    capsys: pytest.CaptureFixture[str],
+    setup: str,
+    said: str,
+) -> None:
+    path = tmp_path / "old.json"
+    data = json.loads(synthetic_report(TYPICAL).model_dump_json())
+    if setup == "future":
+        data["schema_version"] = 99
+    elif setup == "micro":
+        data["mode"] = "micro"
+    if setup == "garbage":
+        path.write_text("{{{", encoding="utf-8")
+    elif setup != "missing":
+        path.write_text(json.dumps(data), encoding="utf-8")
+    assert _main("--compare", str(path)) == 2
+    assert said in capsys.readouterr().err
+    assert fake_run.calls == 0
+
+
+def test_fail_over_needs_compare(fake_run: _FakeRun, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main("--fail-over", "10") == 2
+    assert "--fail-over needs --compare" in capsys.readouterr().err
+    assert fake_run.calls == 0
+
+
+@pytest.mark.parametrize("bad", ["-1", "ten", "nan"])
+def test_fail_over_takes_a_percentage(bad: str) -> None:
+    result = run_cli("bench", "--compare", "x.json", "--fail-over", bad, timeout=30)
+    assert result.returncode == 2
+    assert "expected a percentage" in result.stderr
+
+
+def test_verbose_adds_the_details(fake_run: _FakeRun, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main() == 0
+    quiet = capsys.readouterr().out
+    assert _main("--verbose") == 0
+    verbose = capsys.readouterr().out
+    detail = "stdlib SyncManager · lock freed if holder dies"
+    assert detail not in quiet and detail in verbose

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from proxyshare._bench.report import (
 )
 from proxyshare._bench.run import _fill_ratios, _summarise, run_bench
 from proxyshare._bench.targets import compute_targets
+from tests.bench_reports import TYPICAL, synthetic_report
 
 
 def _report(measurements: list[tuple[str, float]], workers: int = 2) -> BenchReport:
@@ -121,6 +123,14 @@ def test_targets_compare_the_named_scenarios() -> None:
     assert "redis" in targets["counter-vs-redis"].detail
 
 
+def test_targets_are_named_by_what_they_compare_not_by_tracker_numbers() -> None:
+    targets = compute_targets(_report([("initializer", 1.0)]))
+    descriptions = [t.description for t in targets]
+    assert len(set(descriptions)) == len(descriptions)
+    for description in descriptions:
+        assert not re.search(r"#\d", description), description
+
+
 def test_report_round_trips_through_json() -> None:
     report = _report([("initializer", 1.5), ("proxyshare-counter", 20.0)])
     fact = Capability(works=True, basis="checked", detail="free 0.2 ms after SIGKILL", seconds=2e-4)
@@ -154,6 +164,44 @@ def test_render_draws_every_table() -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "initializer-nolock" in text and "racy" in text
     assert "skipped redis: no Redis server reachable" in text
+
+
+def _printed(report: BenchReport, verbose: bool = False, width: int = 120) -> list[str]:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width)
+    for renderable in render(report, verbose=verbose):
+        console.print(renderable)
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+
+SCREEN_LINES = 50
+
+
+def test_the_default_output_fits_one_screen_at_120_columns() -> None:
+    lines = _printed(synthetic_report(TYPICAL, load=1.8))
+    assert len(lines) <= SCREEN_LINES, "\n".join(lines)
+    assert max(len(line) for line in lines) <= 120
+    text = "\n".join(lines)
+    for part in ("proxyshare-counter", "what the cost buys", "targets at 2 workers", "verdict:"):
+        assert part in text
+    assert "too noisy" in text
+
+
+def test_the_details_of_what_the_cost_buys_are_verbose_only() -> None:
+    report = synthetic_report(TYPICAL)
+    quiet, verbose = "\n".join(_printed(report)), "\n".join(_printed(report, verbose=True))
+    detail = "stdlib SyncManager · lock freed if holder dies: failed when tried"
+    assert detail not in quiet
+    assert detail in verbose
+    assert "checked: tried by the bench in this run" in verbose
+
+
+def test_no_output_carries_tracker_numbers() -> None:
+    report = synthetic_report(TYPICAL)
+    for verbose in (False, True):
+        for line in _printed(report, verbose=verbose):
+            assert not re.search(r"#\d", line), line
 
 
 @pytest.mark.timeout(60)
@@ -223,3 +271,35 @@ def test_unreachable_redis_with_a_password_is_reported_without_it() -> None:
     report = run_bench(config)
     assert "s3cret" not in report.model_dump_json()
     assert "127.0.0.1:1" in report.skipped["redis"]
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "unit", "family"),
+    [
+        ("multiprocessing (initializer)", "increment", "same-host"),
+        ("proxyshare (shared memory)", "increment", "same-host"),
+        ("proxyshare (served)", "increment", "served"),
+        ("proxyshare (asyncio)", "increment", "served"),
+        ("proxyshare (TLS)", "increment", "served"),
+        ("proxyshare (served, durable)", "increment", "served"),
+        ("proxyshare adder (shared memory)", "increment", "same-host"),
+        ("stdlib SyncManager", "increment", "stdlib"),
+        ("proxyshare (Redis backend)", "increment", "redis"),
+        ("transport floor", "round trip", "floor"),
+        ("proxyshare (served)", "item", "queue"),
+        ("a way nobody has heard of", "increment", "other"),
+    ],
+)
+def test_a_scenarios_family_follows_from_its_mechanism(
+    mechanism: str, unit: str, family: str
+) -> None:
+    spec = S.ScenarioSpec("new-scenario", "what it does", mechanism, unit=unit)
+    assert spec.family == family
+    assert family in S.FAMILIES
+
+
+def test_an_explicit_family_wins_and_every_scenario_has_one() -> None:
+    spec = S.ScenarioSpec("x", "y", "proxyshare (served)", family="same-host")
+    assert spec.family == "same-host"
+    assert all(spec.family in S.FAMILIES for spec in SCENARIOS.values())
+    assert SCENARIOS["basemanager-floor"].family == "floor"
