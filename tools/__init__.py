@@ -1,0 +1,1 @@
+"""Development tools (not shipped): lint contracts, the flake hunt."""
