@@ -26,7 +26,7 @@ def test_the_import_linter_contracts_are_kept() -> None:
             "import sys; from importlinter.cli import lint_imports_command; "
             "sys.exit(lint_imports_command())",
             "--no-cache",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=120,
