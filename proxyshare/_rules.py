@@ -48,6 +48,7 @@ __all__ = [
     "check_queue_timeout",
     "check_semaphore_value",
     "check_timeout",
+    "cannot_increment",
     "deleted_while_waiting",
     "not_owner",
     "not_reentrant",
@@ -82,16 +83,18 @@ def check_int(value: object, what: str, *, bits64: bool = False) -> int:
     return value
 
 
-def _seconds(value: object, what: str) -> float:
+def _seconds(value: object, what: str, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f"{what} must be a number of seconds or None, not {type(value).__name__} ({value!r})"
         )
     seconds = float(value)
-    if math.isnan(seconds) or seconds < 0:  # NaN: no deadline compares with it
-        raise ValueError(f"{what} must be a non-negative number of seconds (or None), not {value}")
+    # NaN first: no deadline compares with it (it once stopped every timer of a server).
+    if math.isnan(seconds) or seconds < 0 or (positive and seconds == 0):
+        sign = "positive" if positive else "non-negative"
+        raise ValueError(f"{what} must be a {sign} number of seconds (or None), not {value}")
     if seconds > _TIMEOUT_MAX:
-        raise ValueError(f"{what}={value} is too large: use None to wait forever")
+        raise ValueError(f"{what}={value} is too large: use None for no limit")
     return seconds
 
 
@@ -123,10 +126,7 @@ def check_lease(lease: object) -> float | None:
     """None (the backend's default), or a finite number of seconds > 0."""
     if lease is None:
         return None
-    seconds = _seconds(lease, "lease")
-    if seconds == 0:
-        raise ValueError("lease must be a positive number of seconds (or None), not 0")
-    return seconds
+    return _seconds(lease, "lease", positive=True)
 
 
 def check_semaphore_value(value: object) -> int:
@@ -163,12 +163,12 @@ def _at_least_one(value: object, what: str) -> int:
 # -- refusals, one wording each -----------------------------------------------------
 
 
-def not_owner(kind: str, name: str, why: str = "") -> NotOwnerError:
-    """``release()`` by a caller that holds nothing of ``name``."""
+def not_owner(kind: str, name: str) -> NotOwnerError:
+    """``release()`` by a caller that holds nothing of ``name`` (or whose lease ran out)."""
     noun = "lock" if kind == "lock" else "permit"
     return NotOwnerError(
         f"{kind} {name!r} cannot be released by this caller: it holds no {noun} (a {kind} is "
-        f"owned by the process and thread that acquired it{why})"
+        "owned by the process and thread that acquired it, until its lease, if any, runs out)"
     )
 
 
@@ -190,6 +190,11 @@ def wrong_kind(name: str, found: str, wanted: str) -> ResourceKindError:
 
 def deleted_while_waiting(kind: str, name: str) -> ResourceNotFoundError:
     return ResourceNotFoundError(f"{kind} {name!r} was deleted while this call was waiting on it")
+
+
+def cannot_increment(name: str, key: object) -> TypeError:
+    """``dict.increment(key)`` on a value that is not an int."""
+    return TypeError(f"dict {name!r}: cannot increment key {key!r}: its value is not an int")
 
 
 def queue_closed(name: str) -> ProxyShareError:

@@ -72,13 +72,11 @@ class DictResource(Resource):
 
     def increment(self, session: SessionLike, key: Any, n: int = 1, default: int = 0) -> int:
         rules.check_int(n, "increment(n)")
+        rules.check_int(default, "increment(default)")
         with self.mutex:
             current = self.data.get(key, default)
             if isinstance(current, bool) or not isinstance(current, int):
-                raise TypeError(
-                    f"dict {self.name!r}: cannot increment key {key!r}: its value is a "
-                    f"{type(current).__name__}, not an int"
-                )
+                raise rules.cannot_increment(self.name, key)
             self.data[key] = current = current + n
             return current
 
