@@ -39,6 +39,7 @@ from proxyshare._errors import (
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "cannot_increment",
     "check_int",
     "check_lease",
     "check_max_items",
@@ -48,7 +49,6 @@ __all__ = [
     "check_queue_timeout",
     "check_semaphore_value",
     "check_timeout",
-    "cannot_increment",
     "deleted_while_waiting",
     "not_owner",
     "not_reentrant",

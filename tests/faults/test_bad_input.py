@@ -381,7 +381,7 @@ WRONG_CALLS: list[tuple[str, str, tuple[Any, ...], dict[str, Any], type[BaseExce
     ("dict", "setdefault", ([],), {}, TypeError, "unhashable"),
     ("dict", "update", (5,), {}, TypeError, "not iterable"),
     ("dict", "increment", ("a", "x"), {}, TypeError, "must be an int"),
-    ("dict", "increment", ("nested",), {}, TypeError, "its value is a list"),
+    ("dict", "increment", ("nested",), {}, TypeError, "its value is not an int"),
     ("dict", "increment", (), {}, TypeError, "missing"),
     ("dict", "compare_and_set", ([], 1, 2), {}, TypeError, "unhashable"),
     ("dict", "snapshot", (1,), {}, TypeError, "positional argument"),
