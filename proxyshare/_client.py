@@ -7,6 +7,19 @@ turns transport failures into proxyshare errors.  This is the *only* place
 where ``EOFError``/``OSError``/``multiprocessing.AuthenticationError`` become
 ``ServerUnavailableError``/``AuthenticationError``.
 
+A call never hangs on a server that stopped answering (SIGSTOP, a debugger):
+a reply must come within ``PROXYSHARE_CALL_TIMEOUT`` seconds (10), or the
+call's own timeout plus that for a call that may wait, else
+``ServerUnavailableError``.  The kernel enforces it (``SO_RCVTIMEO``), so it
+costs no system call per message.
+
+A call interrupted by the caller's own exception (Ctrl-C, a signal handler
+that raises) cancels only itself: the client sends a CANCEL for that one
+request and reads until the server acknowledges it (see ``_protocol``), so
+the thread keeps its connection, and with it every other lock it holds, and
+the caller's exception propagates unchanged.  Only transport failures
+become ``ServerUnavailableError``.
+
 Why one connection per thread: the server ties lock ownership to a
 connection, so two threads of one process must not share one, and a
 connection carries one request at a time.
@@ -14,6 +27,7 @@ connection carries one request at a time.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import pickle
@@ -21,6 +35,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from multiprocessing import connection as mpc
 from typing import Any, TypeVar
 
@@ -34,11 +49,42 @@ from proxyshare._errors import (
     UnshareableArgumentError,
 )
 from proxyshare._protocol import Op
+from proxyshare._wire import SMALL_FRAME as _SMALL_FRAME
 from proxyshare._wire import FramedSocket, Pollers, default_pollers, keepalive
 
-__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels"]
+__all__ = [
+    "CALL_TIMEOUT_ENV",
+    "CONNECT_TIMEOUT",
+    "Channel",
+    "ServerRef",
+    "call_timeout",
+    "close_all_channels",
+]
 
 CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
+CALL_TIMEOUT_ENV = "PROXYSHARE_CALL_TIMEOUT"
+_DEFAULT_CALL_TIMEOUT = 10.0
+
+
+def call_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds a reply may take: ``$PROXYSHARE_CALL_TIMEOUT`` (default 10)."""
+    text = environ.get(CALL_TIMEOUT_ENV, "").strip()
+    if not text:
+        return _DEFAULT_CALL_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 86_400:
+        raise ValueError(
+            f"{CALL_TIMEOUT_ENV}={text!r}: expected seconds, more than 0 and at most 86400 "
+            f"(the default is {_DEFAULT_CALL_TIMEOUT:g})"
+        )
+    return seconds
+
+
+_CALL_TIMEOUT = call_timeout()
+_CANCEL = P.CANCEL.code
 _HOST = socket.gethostname()
 R = TypeVar("R")
 _dumps = pickle.dumps
@@ -58,11 +104,13 @@ class Channel:
     __slots__ = (
         "__weakref__",
         "_busy",
+        "_limit",
         "_wire",
         "address",
         "closed",
         "max_message",
         "pid",
+        "seq",
         "server_info",
     )
 
@@ -72,15 +120,28 @@ class Channel:
         self.max_message = 1 << 16  # until the server says how much it accepts
         self.closed = False
         self._busy = False
-        self._wire = _open_connection(address, authkey, timeout)
+        self.seq = 0  # requests sent; a CANCEL names one by this count
+        self._wire = wire = _open_connection(address, authkey, timeout)
         try:
             hello = (P.HELLO.code, None, self.pid, _HOST, threading.current_thread().name)
-            self.server_info: dict[str, Any] = self.call(hello)
-            self.max_message = int(self.server_info["max_message"])
+            wire.send_bytes(_dumps(hello, P.PICKLE_PROTOCOL))
+            status, value = _loads(bytes(wire.recv_view()))
+            if status != P.OK:
+                raise error_from_reply(value)
+            self.server_info: dict[str, Any] = value
+            self.max_message = int(value["max_message"])
+            wire.sock.settimeout(None)  # blocking from here on: calls may wait (acquire) ...
+            wire.set_recv_timeout(_CALL_TIMEOUT)  # ... but never longer than allowed
+            self._limit: float | None = _CALL_TIMEOUT
+        except (EOFError, OSError) as exc:
+            wire.close()
+            raise ServerUnavailableError(
+                f"the server at {format_address(address)} did not complete the handshake "
+                f"within {timeout:g}s ({_describe(exc)}): is it a proxyshare server?"
+            ) from None
         except BaseException:
-            self._wire.close()
+            wire.close()
             raise
-        self._wire.sock.settimeout(None)  # handshake done: calls may block (acquire)
 
     def stale(self) -> bool:
         """True if the server closed this idle connection (it restarted or dropped us).
@@ -90,8 +151,11 @@ class Channel:
         """
         return bool(self._wire.readable(0))
 
-    def call(self, request: tuple[Any, ...]) -> Any:
-        """Send one request and return its result, or raise its error."""
+    def call(self, request: tuple[Any, ...], limit: float | None = _CALL_TIMEOUT) -> Any:
+        """Send one request and return its result, or raise its error.
+
+        ``limit``: seconds the reply may take (None: no limit), see the module docstring.
+        """
         try:
             payload = _dumps(request, P.PICKLE_PROTOCOL)
         except Exception as exc:
@@ -111,23 +175,21 @@ class Channel:
                 "per thread; make the call outside the handler"
             )
         wire = self._wire
+        if limit != self._limit:
+            wire.set_recv_timeout(limit)
+            self._limit = limit
         self._busy = True
+        self.seq += 1
+        sent = False
         try:
             wire.send_bytes(payload)
+            sent = True
             reply = bytes(wire.recv_view(None, _POLLERS))  # a copy: unpickling may run user code
-        except (EOFError, OSError) as exc:
-            self.close()
-            raise ServerUnavailableError(
-                f"lost the connection to the proxyshare server at {format_address(self.address)} "
-                f"({_describe(exc)}): is it still running? The next call reconnects."
-            ) from None
-        except BaseException:
-            # Interrupted mid-call (e.g. KeyboardInterrupt during a blocking
-            # acquire): the reply would arrive later and be read as the answer to
-            # the next request.  Drop the connection; the server then releases
-            # whatever this session held.
-            self.close()
-            raise
+        except BaseException as exc:
+            failure = self._failed(exc, sent, len(payload))
+            if failure is not None:
+                raise failure from None
+            raise  # the caller's own exception, unchanged; its request was cancelled
         finally:
             self._busy = False
         try:
@@ -140,6 +202,51 @@ class Channel:
         if status == P.OK:
             return value
         raise error_from_reply(value)
+
+    def _failed(self, exc: BaseException, sent: bool, size: int) -> ServerUnavailableError | None:
+        """A call failed while it sent or waited: the error to raise instead, if any.
+
+        A transport failure closes the connection and becomes
+        ``ServerUnavailableError``.  Anything else is the caller's own exception
+        (raised by a signal handler, or Ctrl-C): cancel just this request and
+        keep the connection, so the thread keeps what it holds.
+        """
+        where = format_address(self.address)
+        if isinstance(exc, BlockingIOError) and sent:  # SO_RCVTIMEO ran out
+            limit = self._limit
+            self.close()
+            return ServerUnavailableError(
+                f"the proxyshare server at {where} did not answer within {limit:g}s: it is "
+                "stopped (SIGSTOP, a debugger), overloaded or unreachable; set "
+                f"{CALL_TIMEOUT_ENV} to wait longer. The next call reconnects."
+            )
+        # Socket errors carry an errno; an exception a signal handler raises
+        # (even a TimeoutError, an OSError too) does not.
+        if isinstance(exc, EOFError) or (isinstance(exc, OSError) and exc.errno is not None):
+            self.close()
+            return ServerUnavailableError(
+                f"lost the connection to the proxyshare server at {where} "
+                f"({_describe(exc)}): is it still running? The next call reconnects."
+            )
+        if not sent and size >= _SMALL_FRAME:
+            self.close()  # part of a large frame may have gone out: the stream is lost
+            return None
+        try:
+            self._cancel()
+        except BaseException:  # no acknowledgement in time, or interrupted again
+            self.close()  # the server then releases what this session held
+        return None
+
+    def _cancel(self) -> None:
+        """Cancel request ``seq`` and read until the server acknowledges it."""
+        wire = self._wire
+        if self._limit != _CALL_TIMEOUT:
+            wire.set_recv_timeout(_CALL_TIMEOUT)
+            self._limit = _CALL_TIMEOUT
+        wire.send_bytes(_dumps((_CANCEL, None, self.seq), P.PICKLE_PROTOCOL))
+        ack = P.ack_frame(self.seq)
+        while bytes(wire.recv_view()) != ack:  # the cancelled request's reply, if not read yet
+            pass
 
     def close(self) -> None:
         self.closed = True
@@ -310,7 +417,9 @@ class ServerRef:
 
     def call(self, op: Op[R], name: str | None, /, *args: Any) -> R:
         """Run ``op`` on the resource ``name``; return its result or raise its error."""
-        result: R = self.channel().call((op.code, name, *args))
+        request = (op.code, name, *args)
+        limit = op.wait_limit(request, _CALL_TIMEOUT) if op.blocks else _CALL_TIMEOUT
+        result: R = self.channel().call(request, limit)
         return result
 
     def where(self) -> str:

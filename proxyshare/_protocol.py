@@ -17,6 +17,15 @@ one pickled tuple ``(code, name, *args)`` and a reply one pickled pair
 ``(OK, result)`` or ``(ERROR, (exception, server_traceback_text))``.  No
 ``(ident, method, args, kwds)`` tuples, no proxy tokens, no refcounts.
 
+**Cancelling.**  A client whose call is interrupted (Ctrl-C, a signal
+handler that raises, a cancelled asyncio task) sends ``(CANCEL, None, seq)``
+where ``seq`` counts the session's requests (1 for the first).  The server
+answers the cancelled request if it had not yet (an error), undoes what it
+did if it can (an acquire that was granted is released, items a get took go
+back to the front of the queue), then replies ``(ACK, seq)``.  The client
+reads and drops frames until that ACK: the session is in step again and
+keeps everything else it holds.
+
 Both sides import this module, so it stays free of anything but the table.
 """
 
@@ -34,6 +43,7 @@ __all__ = [
     "PICKLE_PROTOCOL",
     "PROTOCOL_VERSION",
     "Op",
+    "ack_frame",
     "ops_of",
 ]
 
@@ -42,6 +52,7 @@ PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 OK = 0
 ERROR = 1
+ACK = 2  # the reply to CANCEL: (ACK, seq)
 
 R = TypeVar("R")
 
@@ -68,6 +79,7 @@ class Op(Generic[R]):
     mutates: bool = False  # changes state that durable storage must keep
     pipeline: bool = True  # may run inside mgr.pipeline() (if it cannot wait there)
     fails_fast_in_pipeline: bool = False  # in a pipeline it raises instead of waiting
+    undoable: bool = False  # a CANCEL that comes after it completed undoes it
 
     @property
     def block_flag_at(self) -> int | None:
@@ -80,6 +92,20 @@ class Op(Generic[R]):
             return True
         at = self.block_flag_at
         return at is not None and len(request) > at and request[at] is False
+
+    def wait_limit(self, request: tuple[Any, ...], deadline: float) -> float | None:
+        """How long a reply to ``request`` may take: ``deadline`` seconds for a call
+        that cannot wait, its own timeout plus ``deadline`` for one that may, or
+        None (no limit) for one that waits forever."""
+        if self.never_waits(request):
+            return deadline
+        at = 2 + self.args.index("timeout")
+        timeout = request[at] if len(request) > at else None
+        if timeout is None or timeout == -1:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            return deadline  # refused at once by the server
+        return max(0.0, float(timeout)) + deadline if timeout == timeout else deadline
 
     def allowed_in_pipeline(self, request: tuple[Any, ...]) -> bool:
         """Whether ``request`` may run in a pipeline, which holds mutexes and must not wait."""
@@ -99,6 +125,7 @@ STATUS: Op[dict[str, Any]] = Op(3, method="status", **_MANAGER)
 NAMES: Op[dict[str, str]] = Op(4, method="names", **_MANAGER)
 PIPELINE: Op[list[Any]] = Op(5, method="pipeline", args=("requests",), **_MANAGER)
 PING: Op[Any] = Op(6, method="ping", args=("payload",), **_MANAGER)
+CANCEL: Op[None] = Op(7, method="cancel", args=("seq",), **_MANAGER)  # see the docstring
 
 # -- counter ------------------------------------------------------------------------------
 COUNTER_GET: Op[int] = Op(10, "counter", "get")
@@ -111,7 +138,7 @@ COUNTER_SWAP: Op[int] = Op(15, "counter", "get_and_set", ("new",), mutates=True)
 # -- lock (ownership is the session's: nothing to make durable) ---------------------------
 _WAITS: dict[str, Any] = {"blocks": True}
 LOCK_ACQUIRE: Op[bool] = Op(
-    20, "lock", "acquire", ("blocking", "timeout"), block_flag="blocking", **_WAITS
+    20, "lock", "acquire", ("blocking", "timeout"), block_flag="blocking", undoable=True, **_WAITS
 )
 LOCK_RELEASE: Op[None] = Op(21, "lock", "release")
 LOCK_LOCKED: Op[bool] = Op(22, "lock", "locked")
@@ -138,14 +165,15 @@ QUEUE_PUT: Op[None] = Op(
     50, "queue", "put", ("item", "block", "timeout"), block_flag="block", mutates=True, **_WAITS
 )
 QUEUE_GET: Op[Any] = Op(
-    51, "queue", "get", ("block", "timeout"), block_flag="block", mutates=True, **_WAITS
-)
+    51, "queue", "get", ("block", "timeout"), block_flag="block", mutates=True, undoable=True,
+    **_WAITS,
+)  # fmt: skip
 QUEUE_PUT_MANY: Op[None] = Op(
     52, "queue", "put_many", ("items", "block", "timeout"), block_flag="block", mutates=True,
     fails_fast_in_pipeline=True, **_WAITS,
 )  # fmt: skip
 QUEUE_GET_MANY: Op[list[Any]] = Op(
-    53, "queue", "get_many", ("max_items", "timeout"), mutates=True, **_WAITS
+    53, "queue", "get_many", ("max_items", "timeout"), mutates=True, undoable=True, **_WAITS
 )
 QUEUE_SIZE: Op[int] = Op(54, "queue", "qsize")
 QUEUE_CLOSE: Op[None] = Op(55, "queue", "close", mutates=True)
@@ -153,8 +181,9 @@ QUEUE_INFO: Op[tuple[int, int, bool]] = Op(56, "queue", "info")  # (qsize, maxsi
 
 # -- semaphore ----------------------------------------------------------------------------
 SEM_ACQUIRE: Op[bool] = Op(
-    60, "semaphore", "acquire", ("blocking", "timeout"), block_flag="blocking", **_WAITS
-)
+    60, "semaphore", "acquire", ("blocking", "timeout"), block_flag="blocking", undoable=True,
+    **_WAITS,
+)  # fmt: skip
 SEM_RELEASE: Op[None] = Op(61, "semaphore", "release")
 SEM_VALUE: Op[int] = Op(62, "semaphore", "value")
 
@@ -170,6 +199,15 @@ BARRIER_ABORT: Op[None] = Op(81, "barrier", "abort")
 BARRIER_N_WAITING: Op[int] = Op(82, "barrier", "n_waiting")
 BARRIER_RESET: Op[None] = Op(83, "barrier", "reset")
 BARRIER_INFO: Op[tuple[int, int, bool]] = Op(84, "barrier", "info")  # (parties, n_waiting, broken)
+
+
+def ack_frame(seq: int) -> bytes:
+    """The exact bytes of the reply to ``(CANCEL, None, seq)``.
+
+    Fixed, so a client recognises it without unpickling the frames before it
+    (the cancelled request's reply may name classes it would have to import).
+    """
+    return pickle.dumps((ACK, seq), 5)
 
 
 def _collect() -> dict[int, Op[Any]]:

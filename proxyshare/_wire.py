@@ -15,10 +15,12 @@ request, usually come within that time, and a thread that has not slept
 needs no wake-up: on the 2-core VM this project is measured on, waking a
 sleeping thread on the other core costs more than the whole request.
 
-The server's reactor (see ``proxyshare._server.reactor``) must never block, so it uses
-``recv_ready``/``send_ready``: one non-blocking system call each.  The rare
-message that does not fit in one call (large, or split by the network) is
-finished with the blocking ``recv_view``/``send_rest`` on a worker thread.
+The server's reactor (see ``proxyshare._server.reactor``) must never block, so it
+reads with ``recv_ready`` and writes with ``send_some``: one non-blocking system
+call each.  A request that does not fit in one read (large, or split by the
+network) is finished with the blocking ``recv_view`` on a worker thread; a
+reply the socket does not take at once waits in the session's outbox until
+the socket is writable.
 """
 
 from __future__ import annotations
@@ -31,19 +33,28 @@ import threading
 import time
 
 __all__ = [
+    "CLOSED",
+    "INCOMPLETE",
     "MAX_FRAME",
+    "QUIET",
+    "SENT",
+    "SMALL_FRAME",
     "SPIN_ENV",
     "FramedSocket",
     "Pollers",
     "default_pollers",
+    "frame_parts",
     "keepalive",
     "next_budget",
     "spin_seconds",
 ]
 
 _HEADER = struct.Struct("!i")
+_TIMEVAL = struct.Struct("ll")
+QUIET, SENT, CLOSED = 0, 1, 2  # FramedSocket.peer_state()
+INCOMPLETE = object()  # recv_ready(): part of a message has come, recv_view() finishes it
 _BUFFER = 64 * 1024
-_SMALL = 16 * 1024  # below this, header and payload go out in one send
+SMALL_FRAME = _SMALL = 16 * 1024  # below this, header and payload go out in one send
 MAX_FRAME = 0x7FFFFFFF  # the largest message a frame's (signed 32-bit) length can carry
 
 SPIN_ENV = "PROXYSHARE_SPIN_US"
@@ -107,6 +118,14 @@ class Pollers:
         return None
 
 
+def frame_parts(payload: bytes) -> list[memoryview]:
+    """A frame (header, payload) as views to send; one part for a small payload."""
+    header = _HEADER.pack(len(payload))
+    if len(payload) < _SMALL:
+        return [memoryview(header + payload)]
+    return [memoryview(header), memoryview(payload)]
+
+
 def default_pollers() -> int:
     """Pollers per process: one per core, at most two (there is one GIL)."""
     return min(2, os.cpu_count() or 1)
@@ -117,14 +136,20 @@ class FramedSocket:
 
     Offers ``send_bytes``/``recv_bytes`` so the stdlib's HMAC handshake
     (``answer_challenge``/``deliver_challenge``) runs on it unchanged.
+
+    One read may bring more than one message (a CANCEL right behind the
+    request it cancels, a reply and the ACK that follows it): bytes
+    ``[_start:_end)`` of the buffer are read but not yet returned, and the
+    next ``recv_view``/``recv_ready`` returns them first (``buffered()``).
     """
 
-    __slots__ = ("_buf", "_spin", "_view", "readable", "sock")
+    __slots__ = ("_buf", "_end", "_spin", "_start", "_view", "readable", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buf = bytearray(_BUFFER)
         self._view = memoryview(self._buf)
+        self._start = self._end = 0
         self._spin = _SPIN  # this connection's current polling budget, seconds
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
@@ -147,8 +172,12 @@ class FramedSocket:
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         return bytes(self.recv_view(maxlength))
 
+    def buffered(self) -> bool:
+        """Whether bytes of a next message were read already (no socket event will say so)."""
+        return self._start < self._end
+
     def _wait_first_bytes(self, pollers: Pollers | None) -> int:
-        """Receive into the buffer: poll for up to the budget, then sleep.
+        """Receive into the empty buffer: poll for up to the budget, then sleep.
 
         The budget adapts per connection: it stays full while messages come
         within twice the full budget, and halves down to zero (never polling)
@@ -180,104 +209,141 @@ class FramedSocket:
             self._spin = next_budget(budget, _now() - start, _SPIN)
         return got
 
-    def recv_ready(self, maxlength: int | None = None) -> memoryview | int:
-        """Read what has arrived, without blocking.
-
-        Returns the message (a view into the buffer, valid until the next
-        read) if all of it was there; otherwise how many of its bytes are in
-        the buffer (0: none), for ``recv_view(maxlength, have=...)`` to finish.
-        """
-        try:
-            got = self.sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        if not got:
-            raise EOFError("connection closed")
-        if got >= 4:
-            end = 4 + self._size(maxlength)
-            if got == end:
-                return self._view[4:end]
-            if got > end:
-                raise OSError("protocol error: data after a message")
-        return got
-
-    def send_ready(self, payload: bytes) -> int:
-        """Send what the socket takes now, without blocking; return bytes of the frame sent.
-
-        A large payload is not tried at all (0): copying it into one frame
-        would cost more than the worker thread that sends it.
-        """
-        if len(payload) >= _SMALL:
-            return 0
-        try:
-            return self.sock.send(_HEADER.pack(len(payload)) + payload, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return 0
-
-    def send_rest(self, payload: bytes, sent: int) -> None:
-        """Finish sending the frame of ``payload`` of which ``send_ready`` sent ``sent`` bytes."""
-        if not sent:
-            self.send_bytes(payload)
-        else:
-            self.sock.sendall((_HEADER.pack(len(payload)) + payload)[sent:])
-
-    def _size(self, maxlength: int | None) -> int:
-        (size,) = _HEADER.unpack_from(self._view)
+    def _take(self, maxlength: int | None) -> memoryview | None:
+        """The next whole message from the buffer, or None if it is not all there."""
+        start = self._start
+        if self._end - start < 4:
+            return None
+        (size,) = _HEADER.unpack_from(self._buf, start)
         if size < 0 or (maxlength is not None and size > maxlength):
             raise OSError(f"bad message length {size}")
-        return int(size)
+        stop = start + 4 + size
+        if stop > self._end:
+            return None
+        if stop == self._end:
+            self._start = self._end = 0  # all read: the next read starts at the front
+        else:
+            self._start = stop
+        return self._view[start + 4 : stop]
+
+    def _make_room(self, need: int) -> None:
+        """Move the unread bytes to the front if ``need`` more would not fit behind them."""
+        start, end = self._start, self._end
+        if start and end + need > _BUFFER:
+            self._view[: end - start] = self._view[start:end]
+            self._start, self._end = 0, end - start
+
+    def recv_ready(self, maxlength: int | None = None) -> memoryview | object | None:
+        """Read what has arrived, without blocking.
+
+        Returns the next message (a view into the buffer, valid until the
+        next read) if all of it is there; ``INCOMPLETE`` if only part of it
+        is (``recv_view`` finishes it, blocking); None if nothing came.
+        """
+        frame = self._take(maxlength)
+        if frame is not None:
+            return frame
+        self._make_room(_BUFFER // 2)
+        try:
+            got = self.sock.recv_into(self._view[self._end :], 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return INCOMPLETE if self._start < self._end else None
+        if not got:
+            raise EOFError("connection closed")
+        self._end += got
+        frame = self._take(maxlength)
+        return INCOMPLETE if frame is None else frame
+
+    def send_some(self, data: memoryview) -> int:
+        """Send what the socket takes now, without blocking; the bytes sent (maybe 0)."""
+        try:
+            return self.sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     def recv_view(
-        self, maxlength: int | None = None, pollers: Pollers | None = None, have: int = 0
+        self, maxlength: int | None = None, pollers: Pollers | None = None
     ) -> memoryview | bytearray:
         """The next message; a view into the buffer, valid until the next read.
 
         ``pollers``: see ``_wait_first_bytes``; None never polls (the handshake).
-        ``have``: bytes of the message already in the buffer (from ``recv_ready``).
         """
+        frame = self._take(maxlength)
+        if frame is not None:
+            return frame
         view = self._view
         sock = self.sock
-        got = have or self._wait_first_bytes(pollers)
-        if not got:
-            raise EOFError("connection closed")
-        while got < 4:
-            more = sock.recv_into(view[got:])
+        if self._start == self._end:
+            got = self._wait_first_bytes(pollers)
+            if not got:
+                raise EOFError("connection closed")
+            self._start, self._end = 0, got
+            frame = self._take(maxlength)
+            if frame is not None:
+                return frame
+        while True:
+            have = self._end - self._start
+            if have < 4:
+                wanted = 4 - have
+            else:
+                (size,) = _HEADER.unpack_from(self._buf, self._start)
+                if size < 0 or (maxlength is not None and size > maxlength):
+                    raise OSError(f"bad message length {size}")
+                if 4 + size > _BUFFER:
+                    return self._recv_large(size)
+                wanted = 4 + size - have
+            self._make_room(wanted)
+            # Only as much as this message needs: what follows it stays in the socket.
+            more = sock.recv_into(view[self._end : self._end + wanted])
             if not more:
-                raise EOFError("connection closed inside a message header")
-            got += more
-        size = self._size(maxlength)
-        end = 4 + size
-        if end <= _BUFFER:
-            while got < end:
-                more = sock.recv_into(view[got:end])
-                if not more:
-                    raise EOFError("connection closed inside a message")
-                got += more
-            if got > end:
-                raise OSError("protocol error: data after a message")
-            return view[4:end]
+                raise EOFError("connection closed inside a message")
+            self._end += more
+            frame = self._take(maxlength)
+            if frame is not None:
+                return frame
+
+    def _recv_large(self, size: int) -> bytearray:
+        """A message larger than the buffer, read straight into its own bytearray."""
         body = bytearray(size)
         body_view = memoryview(body)
-        have = got - 4
-        body_view[:have] = view[4:got]
+        have = self._end - self._start - 4
+        body_view[:have] = self._view[self._start + 4 : self._end]
+        self._start = self._end = 0
         while have < size:
-            more = sock.recv_into(body_view[have:])
+            more = self.sock.recv_into(body_view[have:])
             if not more:
                 raise EOFError("connection closed inside a message")
             have += more
         return body
 
-    def peer_closed(self) -> bool:
-        """True if the peer has closed (or sent unexpected data) — never blocks."""
+    def peer_state(self) -> int:
+        """``QUIET`` (nothing to read), ``SENT`` (bytes wait to be read) or ``CLOSED``;
+        never blocks and reads nothing."""
+        if self._start < self._end:
+            return SENT
         try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return False
+            return QUIET
         except OSError:
-            return True
-        # Readable: either b"" (the peer closed) or bytes sent while the peer
-        # should be waiting for our reply, which only a broken client does.
-        return True
+            return CLOSED
+        return SENT if data else CLOSED
+
+    def peer_closed(self) -> bool:
+        """True if the peer has closed (or sent something) — never blocks."""
+        return self.peer_state() != QUIET
+
+    def set_recv_timeout(self, seconds: float | None) -> None:
+        """Make a blocking read fail with ``BlockingIOError`` after ``seconds`` (None: never).
+
+        The kernel's ``SO_RCVTIMEO``, so a call's deadline costs no system call
+        per message, and the socket stays in blocking mode.
+        """
+        whole = int(seconds or 0)
+        micros = int(((seconds or 0) - whole) * 1e6)
+        if seconds and not whole and not micros:
+            micros = 1  # 0 would mean "no limit"
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, micros))
 
     def close(self) -> None:
         self.sock.close()

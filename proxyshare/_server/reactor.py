@@ -20,6 +20,7 @@ the ``epoll`` set until the reply has gone out.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -50,8 +51,11 @@ class _Epoll:
     def __init__(self) -> None:
         self._epoll = select.epoll()
 
-    def register(self, fd: int) -> None:
-        self._epoll.register(fd, select.EPOLLIN)
+    def register(self, fd: int, write: bool = False) -> None:
+        self._epoll.register(fd, select.EPOLLOUT if write else select.EPOLLIN)
+
+    def modify(self, fd: int, write: bool) -> None:
+        self._epoll.modify(fd, select.EPOLLOUT if write else select.EPOLLIN)
 
     def unregister(self, fd: int) -> None:
         self._epoll.unregister(fd)
@@ -71,8 +75,11 @@ class _Poll:
     def __init__(self) -> None:
         self._poll = select.poll()
 
-    def register(self, fd: int) -> None:
-        self._poll.register(fd, select.POLLIN)
+    def register(self, fd: int, write: bool = False) -> None:
+        self._poll.register(fd, select.POLLOUT if write else select.POLLIN)
+
+    def modify(self, fd: int, write: bool) -> None:
+        self._poll.modify(fd, select.POLLOUT if write else select.POLLIN)
 
     def unregister(self, fd: int) -> None:
         self._poll.unregister(fd)
@@ -124,21 +131,35 @@ class Reactor:
         self._timer_ids = itertools.count()
         self._cancelled = 0  # cancelled timers still in the heap
         self._starting = threading.Lock()  # guards start/attach against close
+        self._soon: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]]
+        self._soon = collections.deque()  # call_soon()'s calls, from any thread
         self._wake_r, self._wake_w = os.pipe()  # written to wake the loop up
         os.set_blocking(self._wake_r, False)
         self._poller.register(self._wake_r)
         self.thread = threading.Thread(target=self._run, name="proxyshare-reactor", daemon=True)
 
-    def attach(self, fd: int, owner: Any) -> bool:
-        """Watch ``fd`` (any thread may, for an fd not watched); False once closed."""
+    def attach(self, fd: int, owner: Any, *, write: bool = False) -> bool:
+        """Watch ``fd`` until it is readable (or ``write``: writable); any thread may, for an
+        fd not watched.  False once closed."""
         with self._starting:
             if self._closed:
                 return False
             self._owners[fd] = owner  # before registering: an event may come at once
-            self._poller.register(fd)
-            if not self._poller.notices_new_fds and threading.current_thread() is not self.thread:
-                os.write(self._wake_w, b"a")  # the loop polls again with fd included
+            self._poller.register(fd, write)
+            self._wake_if_needed()
         return True
+
+    def watch(self, fd: int, *, write: bool) -> None:
+        """Switch an attached ``fd`` between waiting to read and waiting to write; any thread."""
+        with self._starting:
+            if self._closed or fd not in self._owners:
+                return
+            self._poller.modify(fd, write)
+            self._wake_if_needed()
+
+    def _wake_if_needed(self) -> None:
+        if not self._poller.notices_new_fds and threading.current_thread() is not self.thread:
+            os.write(self._wake_w, b"a")  # poll(2) polls again with the change included
 
     def detach(self, fd: int) -> None:
         """Stop watching ``fd``; only the reactor thread calls this."""
@@ -157,6 +178,22 @@ class Reactor:
         timer = Timer(self, fn, args)
         heapq.heappush(timers, (when, next(self._timer_ids), timer))
         return timer
+
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop's thread, soon; any thread may call this."""
+        self._soon.append((fn, args))
+        if threading.current_thread() is not self.thread:
+            with contextlib.suppress(OSError):  # closed: nobody will run it
+                os.write(self._wake_w, b"s")
+
+    def _run_soon(self) -> None:
+        soon = self._soon
+        while soon:
+            fn, args = soon.popleft()
+            try:
+                fn(*args)
+            except Exception:  # a bug: log it, keep serving
+                logger.exception("a server callback failed")
 
     def _run_due_timers(self) -> None:
         timers = self._timers
@@ -218,9 +255,12 @@ class Reactor:
         now = time.perf_counter
         pause = os.sched_yield
         timers = self._timers
+        soon = self._soon
         while not self._closed:  # not the server's stop: a stopping server still answers
             if timers:
                 self._run_due_timers()
+            if soon:
+                self._run_soon()
             ready = poll(0)
             if not ready:
                 # Poll before sleeping, as _wire's waits do: under load the
@@ -228,7 +268,7 @@ class Reactor:
                 # has not slept needs no wake-up.
                 start = now()
                 end = start + budget
-                while budget and not ready and now() < end:
+                while budget and not ready and not soon and now() < end:
                     pause()
                     ready = poll(0)
                 if not ready:

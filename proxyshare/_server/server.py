@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from multiprocessing import connection as mpc
 from multiprocessing import managers, process
-from typing import Any
+from typing import Any, cast
 
 from proxyshare import _protocol as P
 from proxyshare import _wire
@@ -47,7 +47,7 @@ from proxyshare._server.resources.base import (
     forbid_waiting,
 )
 from proxyshare._server.session import Session, Waiting
-from proxyshare._wire import FramedSocket, keepalive
+from proxyshare._wire import INCOMPLETE, FramedSocket, keepalive
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
 
@@ -71,9 +71,16 @@ _EXPECTED = (
 )
 
 # opcode -> (resource class, method name), from the one table of operations
-_RESOURCE_OPS: dict[int, tuple[type[Resource], str]] = {
-    op.code: (KINDS[op.kind], op.method) for op in P.OPS.values() if op.kind in KINDS
+# opcode -> (resource class, method name, whether a CANCEL can undo it)
+_RESOURCE_OPS: dict[int, tuple[type[Resource], str, bool]] = {
+    op.code: (KINDS[op.kind], op.method, op.undoable) for op in P.OPS.values() if op.kind in KINDS
 }
+_CANCEL = P.CANCEL.code
+
+
+def _cancelled() -> tuple[int, Any]:
+    """The answer to a request its client cancelled (the client drops it unread)."""
+    return (P.ERROR, _error_value(ProxyShareError("cancelled by the client")))
 
 
 def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> None:
@@ -246,7 +253,7 @@ class ShareServer(managers.Server):
 
     def _start_session(self, wire: FramedSocket, hello: tuple[Any, ...]) -> None:
         _op, _name, pid, host, thread = hello
-        session = Session(wire, int(pid), str(host), str(thread), self._attach)
+        session = Session(wire, int(pid), str(host), str(thread), self._attach, self._want_write)
         with self.sessions_lock:
             self.sessions[session.id] = session
         try:
@@ -266,9 +273,27 @@ class ShareServer(managers.Server):
 
     def _attach(self, session: Session) -> None:
         session.attached = True
-        if not self.reactor.attach(session.wire.fileno(), session):
+        write = bool(session.outbox)  # a reply still to send comes before the next request
+        if not self.reactor.attach(session.wire.fileno(), session, write=write):
             session.attached = False  # the server has stopped
             self._drop(session)
+        elif session.wire.buffered():  # e.g. a CANCEL read with the request: no event will come
+            self.reactor.call_soon(self._on_ready, session)
+
+    def _want_write(self, session: Session) -> None:
+        """Under the session's send lock: a reply waits; watch for writability, not requests."""
+        self.reactor.watch(session.wire.fileno(), write=True)
+
+    def _flush(self, session: Session) -> None:
+        """Reactor thread: the socket of a session with queued replies is writable (or failed)."""
+        try:
+            done = session.flush()
+        except OSError as exc:
+            logger.info("dropping client %s: %s", session.id, exc)
+            self._drop(session)
+            return
+        if done:
+            self.reactor.watch(session.wire.fileno(), write=False)
 
     def _detach(self, session: Session) -> None:
         self.reactor.detach(session.wire.fileno())
@@ -284,58 +309,72 @@ class ShareServer(managers.Server):
         session.wire.close()
 
     def _on_ready(self, session: Session) -> None:
-        """Reactor thread: serve the request that has arrived on ``session``."""
-        try:
-            data = session.wire.recv_ready(MAX_MESSAGE)
-        except EOFError:
-            self._drop(session)
-            return
-        except OSError as exc:  # a reset, or a frame that breaks the protocol
-            logger.info("dropping client %s: %s", session.id, exc)
-            self._drop(session)
-            return
-        if isinstance(data, int) and not data:  # nothing had arrived after all
-            return
-        if session.waiting is not None:  # a waiting client sends nothing: it is broken
-            logger.info("dropping client %s: it sent a request while waiting", session.id)
-            self._drop(session)
-            return
-        if isinstance(data, int):  # more than one read's worth: a worker reads the rest
-            self._detach(session)
-            self.workers.submit(self._on_worker, self._serve_on_worker, session, data)
-            return
+        """Reactor thread: serve what has arrived on ``session``.
+
+        Usually one request; a CANCEL may have come right behind it in the
+        same read, so serve what is buffered too while the reactor still owns
+        the session.
+        """
+        while True:
+            if session.outbox:
+                self._flush(session)
+                return
+            try:
+                data = session.wire.recv_ready(MAX_MESSAGE)
+            except EOFError:
+                self._drop(session)
+                return
+            except OSError as exc:  # a reset, or a frame that breaks the protocol
+                logger.info("dropping client %s: %s", session.id, exc)
+                self._drop(session)
+                return
+            if data is None:  # nothing had arrived after all
+                return
+            if data is INCOMPLETE:  # more than one read's worth: a worker reads the rest
+                if session.waiting is not None:  # a waiting client sends only a small CANCEL
+                    logger.info("dropping client %s: it sent a request while waiting", session.id)
+                    self._drop(session)
+                    return
+                self._detach(session)
+                self.workers.submit(self._on_worker, self._serve_on_worker, session)
+                return
+            if not self._serve(session, cast(memoryview, data)):
+                return
+            if not (session.attached and session.wire.buffered()):
+                return
+
+    def _serve(self, session: Session, data: memoryview) -> bool:
+        """Reactor thread: serve one request; True if the reactor still owns the session."""
         request: Any = None
         try:
             request = pickle.loads(data)
+            if type(request) is tuple and request[:1] == (_CANCEL,):
+                self._cancel(session, request)
+                return not session.ended
+            if session.waiting is not None:  # a waiting client may only cancel
+                logger.info("dropping client %s: it sent a request while waiting", session.id)
+                self._drop(session)
+                return False
+            session.received += 1
+            session.last = None
             reply = self._outcome(session, request, self.dispatch, session, request)
         except Parked as parked:
             self._park(session, parked)
-            return
+            return True
         except MustWait:
             self._detach(session)
             self.workers.submit(self._on_worker, self._finish_on_worker, session, request)
-            return
+            return False
         except BaseException as exc:  # from unpickling, even SystemExit: answer, go on
             reply = (P.ERROR, self._error_reply(exc, request))
         if reply is None:
-            return
+            return not session.ended
         session.ops += 1
-        payload = self._dump_reply(reply, request)
-        try:
-            sent = session.wire.send_ready(payload)
-        except OSError:
+        if not session.send(self._dump_reply(reply, request)):
             self._undeliverable(request, reply)
             self._drop(session)
-            return
-        if sent == len(payload) + 4:
-            if not session.attached:
-                self._attach(session)
-            return
-        if session.attached:
-            self._detach(session)
-        self.workers.submit(
-            self._on_worker, self._send_on_worker, session, request, reply, payload, sent
-        )
+            return False
+        return True
 
     def _outcome(
         self, session: Session, request: Any, call: Callable[..., Any], *args: Any
@@ -346,6 +385,9 @@ class ShareServer(managers.Server):
         except (MustWait, Parked):
             raise
         except SessionGone:
+            if session.cancel_pending:  # the wait ended because its client cancelled it
+                session.cancel_pending = False
+                return _cancelled()
             self._drop(session)
         except ReplySent:
             pass  # and the session is back with the reactor
@@ -384,14 +426,16 @@ class ShareServer(managers.Server):
             logger.exception("serving client %s failed; its connection is closed", session.id)
             self._drop(session)
 
-    def _serve_on_worker(self, session: Session, have: int) -> None:
+    def _serve_on_worker(self, session: Session) -> None:
         try:
-            data = session.wire.recv_view(MAX_MESSAGE, None, have)
+            data = session.wire.recv_view(MAX_MESSAGE)
         except (EOFError, OSError) as exc:
             logger.info("dropping client %s: %s", session.id, exc)
             self._drop(session)
             return
         request: Any = None
+        session.received += 1
+        session.last = None
         try:
             request = pickle.loads(data)
         except BaseException as exc:
@@ -444,6 +488,30 @@ class ShareServer(managers.Server):
             if self._parked_in(session, waiter) is not None:
                 self._schedule_tick(session, waiter)
 
+    def _cancel(self, session: Session, request: tuple[Any, ...]) -> None:
+        """Reactor thread: a client cancels its request number ``seq`` (see ``_protocol``).
+
+        Answers that request if it waits parked here, undoes what it did if it
+        already completed, then acknowledges.  Any other sequence number means
+        the client lost count: its connection is dropped.
+        """
+        seq = request[2] if len(request) == 3 else None
+        if seq == session.received:
+            waiting = session.waiting
+            if waiting is not None and waiting.resource.cancel_wait(waiting.waiter):
+                session.unpark()
+                session.answer(_cancelled())
+            elif session.last is not None:  # it completed (maybe just now): undo it
+                resource, method, result = session.last
+                resource.undo(session, method, result)
+        elif seq != session.received + 1:  # (the cancelled request never arrived)
+            logger.info("dropping client %s: it cancelled unknown request %r", session.id, seq)
+            self._drop(session)
+            return
+        session.last = None
+        session.cancel_pending = False
+        session.send(P.ack_frame(seq))
+
     def _parked_timeout(self, session: Session, waiter: Any) -> None:
         resource = self._parked_in(session, waiter)
         if resource is not None and resource.cancel_wait(waiter):
@@ -462,16 +530,10 @@ class ShareServer(managers.Server):
     def _reply_on_worker(
         self, session: Session, request: Any, reply: tuple[int, Any] | None
     ) -> None:
-        if reply is not None:
-            session.ops += 1
-            self._send_on_worker(session, request, reply, self._dump_reply(reply, request), 0)
-
-    def _send_on_worker(
-        self, session: Session, request: Any, reply: tuple[int, Any], payload: bytes, sent: int
-    ) -> None:
-        try:
-            session.wire.send_rest(payload, sent)
-        except OSError:
+        if reply is None:
+            return  # the session was dropped, or is back with the reactor (ReplySent)
+        session.ops += 1
+        if not session.send(self._dump_reply(reply, request)):
             self._undeliverable(request, reply)
             self._drop(session)
             return
@@ -524,12 +586,15 @@ class ShareServer(managers.Server):
         """Run one lean request; return its result or raise its error."""
         entry = _RESOURCE_OPS.get(request[0])
         if entry is not None:
-            cls, method = entry
+            cls, method, undoable = entry
             name = request[1]
             resource = self.resources.get(name)
             if type(resource) is not cls:
                 raise self._wrong_resource(name, cls.kind, resource)
-            return getattr(resource, method)(session, *request[2:])
+            result = getattr(resource, method)(session, *request[2:])
+            if undoable:
+                session.last = (resource, method, result)
+            return result
         handler = self._manager_ops.get(request[0])
         if handler is None:
             raise ProxyShareError(
@@ -630,7 +695,7 @@ class ShareServer(managers.Server):
         results: list[Any] = []
         try:
             for index, request in enumerate(requests):
-                cls, method = _RESOURCE_OPS[request[0]]
+                cls, method, _undoable = _RESOURCE_OPS[request[0]]
                 resource = found[request[1]]
                 try:
                     if type(resource) is not cls:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from proxyshare import _protocol as P
 from proxyshare._server.reactor import Timer
 from proxyshare._server.resources.base import Resource
-from proxyshare._wire import FramedSocket
+from proxyshare._wire import QUIET, SENT, FramedSocket, frame_parts
 
 __all__ = ["Session", "Waiting"]
 
@@ -42,17 +43,23 @@ class Session:
 
     __slots__ = (
         "attached",
+        "cancel_pending",
         "ended",
         "held",
         "host",
         "id",
+        "last",
         "ops",
+        "outbox",
         "pid",
+        "received",
         "resume",
+        "send_lock",
         "since",
         "thread",
         "waiting",
         "wire",
+        "writable",
     )
 
     def __init__(
@@ -62,6 +69,7 @@ class Session:
         host: str,
         thread: str,
         resume: Callable[[Session], None],
+        writable: Callable[[Session], None],
     ) -> None:
         self.id = next(_ids)
         self.wire = wire
@@ -74,15 +82,31 @@ class Session:
         self.attached = False  # watched by the reactor (else a worker owns it)
         self.ended = False  # being dropped: detached, but no worker's to hand back
         self.waiting: Waiting | None = None  # while parked in the reactor
+        self.received = 0  # requests read so far (a CANCEL names one by this count)
+        # What the last request did that a CANCEL undoes: (resource, method, result).
+        self.last: tuple[Resource, str, Any] | None = None
+        self.cancel_pending = False  # the client sent a CANCEL while a worker waited
         self.resume = resume  # hands the session back to the reactor
+        # Replies the socket did not take at once, oldest first: the reactor sends
+        # them when it is writable, and reads no request from it before.
+        self.outbox: list[memoryview] = []
+        self.send_lock = threading.Lock()  # replies come from several threads
+        self.writable = writable  # asks the reactor to wait for the socket to be writable
 
     def alive(self) -> bool:
-        """False once the client has gone: its socket reads as EOF.
+        """False once the client has gone, or has cancelled the call it waits in.
 
-        While a request is being served the client sends nothing more, so a
-        readable socket can only mean the peer closed it.
+        While a request is being served the client sends nothing but a CANCEL
+        (see ``proxyshare._protocol``), so bytes waiting to be read mean that,
+        and EOF means the client is gone.  Either way the wait ends having
+        taken nothing.
         """
-        return not self.wire.peer_closed()
+        state = self.wire.peer_state()
+        if state == QUIET:
+            return True
+        if state == SENT:
+            self.cancel_pending = True
+        return False
 
     def describe(self) -> dict[str, Any]:
         return {"client": self.id, "pid": self.pid, "host": self.host, "thread": self.thread}
@@ -99,14 +123,48 @@ class Session:
 
     def answer(self, reply: tuple[int, Any]) -> bool:
         """Send a small reply from whatever thread decided it; False if the client is gone."""
-        try:
-            self.wire.send_bytes(pickle.dumps(reply, P.PICKLE_PROTOCOL))
-        except OSError:
+        if not self.send(pickle.dumps(reply, P.PICKLE_PROTOCOL)):
             return False
         self.ops += 1
         return True
 
-    def reply_early(self, result: Any) -> bool:
+    def send(self, payload: bytes) -> bool:
+        """Send one frame without ever blocking; False if the client is gone.
+
+        What the socket does not take now waits in ``outbox``, in order, and
+        the reactor sends it once the socket is writable: a client that does
+        not read its replies stalls nobody but itself.
+        """
+        parts = frame_parts(payload)
+        with self.send_lock:
+            if self.outbox:
+                self.outbox += parts
+                return True
+            try:
+                sent = self.wire.send_some(parts[0])
+            except OSError:
+                return False
+            if sent == len(parts[0]) and len(parts) == 1:
+                return True  # the common case: a small reply, all taken at once
+            parts[0] = parts[0][sent:]
+            self.outbox = parts
+            if self.attached and not self.ended:
+                self.writable(self)
+        return True
+
+    def flush(self) -> bool:
+        """Reactor thread: send what waits in ``outbox``; True once it is empty."""
+        with self.send_lock:
+            outbox = self.outbox
+            while outbox:
+                sent = self.wire.send_some(outbox[0])
+                if sent < len(outbox[0]):
+                    outbox[0] = outbox[0][sent:]
+                    return False
+                del outbox[0]
+            return True
+
+    def reply_early(self, result: Any, resource: Resource) -> bool:
         """Answer the acquire this session waits in, from the granting thread.
 
         A session parked in the reactor stays watched there; one whose wait
@@ -114,6 +172,7 @@ class Session:
         request is served without waiting for that worker to wake.
         """
         self.unpark()  # before the reply: the client's next request may follow at once
+        self.last = (resource, "acquire", result)  # a CANCEL that crossed the reply undoes it
         if not self.answer((P.OK, result)):
             return False  # the client is gone: its EOF ends the session
         # A worker's wait (see server.py): hand the session back.  Read ``attached``

@@ -58,7 +58,7 @@ class FakeSession:
     def hold(self, resource: Resource) -> None:
         self.held.add(resource)
 
-    def reply_early(self, result: Any) -> bool:
+    def reply_early(self, result: Any, resource: Resource) -> bool:
         return False  # no connection: the woken waiter returns its result itself
 
     def die(self, *resources: Resource) -> None:

@@ -56,7 +56,7 @@ class SessionLike(Protocol):
 
     def hold(self, resource: Resource) -> None: ...
 
-    def reply_early(self, result: Any) -> bool:
+    def reply_early(self, result: Any, resource: Resource) -> bool:
         """Send the reply of the call this session is blocked in, from this thread.
 
         True if it was sent.  Lets a release hand a lock to the next waiter's
@@ -143,6 +143,12 @@ class Resource:
 
     def session_closed(self, session: SessionLike) -> None:
         """Release whatever ``session`` held; called when its connection drops."""
+
+    def undo(self, session: SessionLike, method: str, result: Any) -> None:
+        """Take back what ``method`` did for ``session`` (a CANCEL crossed its reply).
+
+        Called only for operations the table marks ``undoable``.
+        """
 
     def destroy(self) -> None:
         """Called when the resource is deleted or the server stops: wake waiters, free files."""

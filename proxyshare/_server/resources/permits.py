@@ -84,7 +84,7 @@ class FifoPermits(Resource):
             waiter.granted = True
             # The waiter's client learns of the grant now, from this thread:
             # one thread wake-up less on the path of every contended hand-off.
-            waiter.replied = waiter.session.reply_early(True)
+            waiter.replied = waiter.session.reply_early(True, self)
             waiter.wake()
 
     def _before_acquire(self, session: SessionLike, blocking: bool, timeout: float | None) -> None:
@@ -163,6 +163,13 @@ class FifoPermits(Resource):
             if session not in self.holders:
                 raise rules.not_owner(self.kind, self.name)
             self._take_back(session)
+
+    def undo(self, session: SessionLike, method: str, result: Any) -> None:
+        """A granted acquire that its caller cancelled: give the permit back."""
+        if result is True:
+            with self.mutex:
+                if session in self.holders:
+                    self._take_back(session)
 
     def session_closed(self, session: SessionLike) -> None:
         with self.mutex:

@@ -174,6 +174,10 @@ class QueueResource(Resource):
                 self.changed.notify_all()
             return taken
 
+    def undo(self, session: SessionLike, method: str, result: Any) -> None:
+        """A get that its caller cancelled: its items go back to the front."""
+        self.unget(result if method == "get_many" else [result])
+
     def unget(self, items: Iterable[Any]) -> None:
         """Put back items whose reply could not be delivered (the taker died)."""
         with self.mutex:
