@@ -37,7 +37,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from multiprocessing import connection as mpc
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from proxyshare import _protocol as P
 from proxyshare._address import Address, format_address, parse_address
@@ -309,8 +309,10 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
         ) from None
     wire = FramedSocket(sock)
     try:
-        mpc.answer_challenge(wire, authkey)  # type: ignore[arg-type]
-        mpc.deliver_challenge(wire, authkey)  # type: ignore[arg-type]
+        # A FramedSocket offers the send_bytes/recv_bytes the stdlib's handshake uses.
+        connection = cast(mpc.Connection, wire)
+        mpc.answer_challenge(connection, authkey)
+        mpc.deliver_challenge(connection, authkey)
     except multiprocessing.AuthenticationError:
         wire.close()
         raise AuthenticationError(

@@ -2,19 +2,27 @@
 
 How one call travels (here ``hits.increment()`` inside a pool worker)::
 
-    worker process                                 server process (ShareServer)
-    ──────────────                                 ────────────────────────────
-    hits.increment()                               accepter thread: handshake
-      └─ ServerRef.call(COUNTER_ADD, "hits", 1)    reactor thread (every session)
-           └─ this thread's Channel ── pickled ──▶        epoll: request ready
-              (opened on first use:  (op, name, n)        dispatch → resources["hits"]
-               HMAC handshake + HELLO)                    CounterResource.add(session, 1)
-           ◀── pickled (OK, 42) or (ERROR, (exc, traceback)) ───┘
+    worker process  (client path: _proxies, _client)  server process (_server)
+    ────────────────────────────────────────────────  ───────────────────────────────
+    hits.increment()            a Counter proxy       accepter thread: HMAC handshake
+      └─ Transport.call(COUNTER_ADD, "hits", 1)       reactor thread (every session):
+           one row of _protocol's table                 epoll: request ready
+           └─ ServerRef: this thread's Channel          dispatch by the table →
+              (opened on first use: HMAC + HELLO)       resources["hits"]: CounterResource
+              ── pickled (11, "hits", 1) ───────────▶   .add(session, 1), checked by _rules
+              ◀── pickled (OK, 42) or (ERROR, (exc, server traceback)) ──┘
       └─ returns 42, or raises exc with the server traceback as __cause__
 
-A proxy pickles as (server address, authkey, name): the worker needs nothing
-from its parent to reach the server, whatever the start method.  When a
-connection drops, its session's locks and permits are released at once.
+The same proxy over another transport runs elsewhere: ``shared_memory=True``
+in this process (``_backends.shm``), ``connect("redis://...")`` on Redis
+(``_backends.redis``), ``mgr.pipeline()`` in a batch (``_pipeline``).
+
+A proxy pickles as (transport, name); a ``ServerRef`` is the server's address
+and authkey, so the worker needs nothing from its parent to reach the server,
+whatever the start method.  When a connection drops, its session's locks and
+permits are released at once; a call interrupted by the caller's own
+exception cancels only itself (see ``_client``).  This module loads the
+server only to run one (``_run_server``, ``get_server``).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Sema
 if TYPE_CHECKING:
     from proxyshare._pipeline import Pipeline
     from proxyshare._server import ShareServer
+    from proxyshare._transport import Manager
 
 __all__ = ["ShareManager", "connect"]
 
@@ -251,11 +260,12 @@ class ShareManager(managers.BaseManager):
 
 
 def _reconnect(address: Address, authkey: bytes) -> ShareManager:
-    manager: ShareManager = connect(address, authkey=authkey)
+    manager = ShareManager(address, authkey=authkey)
+    manager.connect()
     return manager
 
 
-def connect(address: object = None, authkey: bytes | str | None = None) -> Any:
+def connect(address: object = None, authkey: bytes | str | None = None) -> Manager:
     """Connect to a running server and return a connected manager.
 
     ``address`` is ``"host:port"``, ``("host", port)``, ``"unix:/path"`` or a

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, Literal
 
 from proxyshare._bench import scenarios as S
 from proxyshare._bench import workers as W
@@ -42,7 +42,7 @@ class Fact:
     """One cell of the capability table."""
 
     works: bool | None  # None: not applicable
-    basis: str  # "checked", "structural" or "n/a"
+    basis: Literal["checked", "structural", "n/a"]
     detail: str
     seconds: float | None = None  # holder-death probe: time until the lock was free
 
@@ -124,7 +124,7 @@ def _tcp_fact(fact: Fact) -> Fact:
 def _cap(fact: Fact) -> Capability:
     return Capability(
         works=fact.works,
-        basis=fact.basis,  # type: ignore[arg-type]
+        basis=fact.basis,
         detail=fact.detail,
         seconds=fact.seconds,
     )

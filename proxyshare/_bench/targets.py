@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from proxyshare._bench.report import BenchReport, Target
 
 __all__ = ["compute_targets", "target_workers"]
@@ -31,7 +33,7 @@ def compute_targets(report: BenchReport) -> list[Target]:
         return x / y, f"{x:.2f} ÷ {y:.2f} µs"
 
     shm_death = _shm_death_ms(report)
-    targets: list[tuple[str, str, tuple[float | None, str], str, float]] = [
+    targets: list[tuple[str, str, tuple[float | None, str], Literal["<=", ">="], float]] = [
         (
             "counter-vs-basemanager",
             "served counter ÷ bare stdlib BaseManager counter, µs/op",
@@ -121,7 +123,7 @@ def compute_targets(report: BenchReport) -> list[Target]:
                 description=description,
                 measured=value,
                 limit=limit,
-                comparison=comparison,  # type: ignore[arg-type]
+                comparison=comparison,
                 met=met,
                 detail=detail,
             )
