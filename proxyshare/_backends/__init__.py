@@ -1,0 +1,13 @@
+"""Backends: other ways of carrying the operations of ``_protocol``'s table.
+
+Each backend implements the declared interface of ``_transport`` (a
+``Transport`` the plain proxies of ``_proxies`` call through), so it brings
+no proxies of its own:
+
+* ``redis``: the same resource API on a Redis server
+  (``proxyshare.connect("redis://...")``).
+
+The served backend (the manager's own server) is the reference: every
+backend checks its arguments with ``_rules``, so the same call with the same
+bad argument fails the same way everywhere.
+"""
