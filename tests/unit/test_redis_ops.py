@@ -66,6 +66,33 @@ def test_an_operation_cannot_be_implemented_twice() -> None:
         unsupported(P.COUNTER_ADD, "no reason")
 
 
+def _scripts_and_headers() -> list[tuple[str, str]]:
+    """``(module:script, the comment lines just above it)`` for every script in ops/."""
+    import re
+    from pathlib import Path
+
+    import proxyshare._backends.redis.ops as ops
+
+    found = []
+    for path in sorted(Path(ops.__file__).parent.glob("*.py")):
+        lines = path.read_text().splitlines()
+        for at, line in enumerate(lines):
+            match = re.match(r"^(_[A-Z_]+) = (resource_script|Script)\(", line)
+            if match:
+                header = []
+                for above in reversed(lines[:at]):
+                    if not above.startswith("#"):
+                        break
+                    header.append(above)
+                found.append((f"{path.stem}:{match[1]}", "\n".join(header)))
+    return found
+
+
+@pytest.mark.parametrize(("script", "header"), _scripts_and_headers())
+def test_every_lua_script_has_a_header_naming_its_keys_and_argv(script: str, header: str) -> None:
+    assert "KEYS" in header and "ARGV" in header, f"{script} has no KEYS/ARGV header"
+
+
 # -- a hand-driven context ----------------------------------------------------------------
 
 
