@@ -33,6 +33,7 @@ import secrets
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -64,19 +65,19 @@ HOST = socket.gethostname()
 # -- owners ------------------------------------------------------------------------------
 
 
-class Owner:
+class Owner(ABC):
     """Whoever acquired a lease and alone may release it.  Compared by identity."""
 
     __slots__ = ()
 
     @property
+    @abstractmethod
     def ident(self) -> int:
         """A number that tells this owner apart within its process (shown in tokens)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def alive(self) -> bool:
         """False once the owner can no longer release what it holds."""
-        raise NotImplementedError
 
 
 class ThreadOwner(Owner):
