@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
-from proxyshare._address import Address, format_address, parse_address
+from proxyshare._address import Address, format_address, is_redis_url, parse_address
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
@@ -283,8 +283,8 @@ def connect(address: object = None, authkey: bytes | str | None = None) -> Manag
                 "no address given: pass one to connect() or set PROXYSHARE_ADDRESS "
                 "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
             )
-    if isinstance(address, str) and address.startswith(("redis://", "rediss://", "unix+redis://")):
-        from proxyshare._redis import RedisManager
+    if is_redis_url(address):
+        from proxyshare._backends.redis.manager import RedisManager
 
         return RedisManager(address)
     if authkey is None:
