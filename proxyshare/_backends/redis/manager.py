@@ -18,7 +18,8 @@ from proxyshare._errors import ProxyShareError
 from proxyshare._proxies import Counter, Dict, Event, Lock, Queue, Semaphore
 
 if TYPE_CHECKING:
-    from proxyshare._transport import Manager, Transport
+    from proxyshare._api import Manager
+    from proxyshare._transport import Transport
 
 __all__ = ["RedisManager"]
 
