@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxyshare import _protocol as P
-from proxyshare._backends.redis.leases import Holding, parse_token
+from proxyshare._backends.redis.leases import parse_token
 from proxyshare._backends.redis.ops import owned
 from proxyshare._backends.redis.ops.base import (
     WAKE,
@@ -20,7 +20,7 @@ from proxyshare._backends.redis.ops.base import (
     on,
     resource_script,
 )
-from proxyshare._backends.redis.sansio import Eval, Run, Script
+from proxyshare._backends.redis.sansio import Run, Script
 
 __all__ = ["acquire", "describe", "locked", "owner", "release"]
 
@@ -64,28 +64,19 @@ return 1
 )
 
 
-def _renew(holding: Holding) -> Run[bool]:
-    v = holding.runner.prefix + "v:" + holding.name
-    return bool((yield Eval(_RENEW, [v], [holding.token, holding.lease_ms])))
-
-
-def _give_back(holding: Holding) -> Run[None]:
-    meta, v, w, _x = keys(holding.runner, holding.name)
-    yield on(holding.runner, _RELEASE, holding.name, KIND, [v, meta, w], [holding.token])
+_OWNED = owned.Owned(KIND, _ACQUIRE, _RELEASE, _RENEW)
 
 
 @implements(P.LOCK_ACQUIRE)
 def acquire(
     ctx: Context, name: str, blocking: bool = True, timeout: float | None = None
 ) -> Run[bool]:
-    return (
-        yield from owned.acquire(ctx, name, KIND, _ACQUIRE, blocking, timeout, _renew, _give_back)
-    )
+    return (yield from _OWNED.acquire(ctx, name, blocking, timeout))
 
 
 @implements(P.LOCK_RELEASE)
 def release(ctx: Context, name: str) -> Run[None]:
-    yield from owned.release(ctx, name, KIND, _RELEASE)
+    yield from _OWNED.release(ctx, name)
 
 
 def _state(ctx: Context, name: str) -> Run[tuple[bytes, float]]:

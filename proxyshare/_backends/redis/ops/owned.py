@@ -10,15 +10,16 @@ served first come, first served.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from proxyshare._backends.redis import leases
 from proxyshare._backends.redis.leases import Holding
 from proxyshare._backends.redis.ops.base import Context, deadline_after, keys, on, time_left
-from proxyshare._backends.redis.sansio import WAIT_SLICE, BlockingPop, Run, Script
+from proxyshare._backends.redis.sansio import WAIT_SLICE, BlockingPop, Eval, Run, Script
 from proxyshare._errors import ResourceNotFoundError
 from proxyshare._rules import check_timeout, deleted_while_waiting, not_reentrant
 
-__all__ = ["acquire", "release"]
+__all__ = ["Owned", "acquire", "release"]
 
 
 def acquire(
@@ -76,3 +77,36 @@ def release(ctx: Context, name: str, kind: str, script: Script) -> Run[None]:
     holding = leases.here().pop((ctx.lease_runner(), name), ctx.owner())
     token = holding.token if holding is not None else "-"
     yield on(ctx, script, name, kind, [v, meta, w], [token])
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A kind whose units are owned leases (lock, semaphore): its scripts, bound once.
+
+    ``renew``: KEYS v; ARGV token, lease_ms -> 1 if still ours (and extended), else 0.
+    """
+
+    kind: str
+    acquire_script: Script
+    release_script: Script
+    renew_script: Script
+
+    def acquire(self, ctx: Context, name: str, blocking: object, timeout: object) -> Run[bool]:
+        return (
+            yield from acquire(
+                ctx, name, self.kind, self.acquire_script, blocking, timeout,
+                self._renew, self._give_back,
+            )
+        )  # fmt: skip
+
+    def release(self, ctx: Context, name: str) -> Run[None]:
+        yield from release(ctx, name, self.kind, self.release_script)
+
+    def _renew(self, holding: Holding) -> Run[bool]:
+        v = holding.runner.prefix + "v:" + holding.name
+        return bool((yield Eval(self.renew_script, [v], [holding.token, holding.lease_ms])))
+
+    def _give_back(self, holding: Holding) -> Run[None]:
+        meta, v, w, _x = keys(holding.runner, holding.name)
+        token = [holding.token]
+        yield on(holding.runner, self.release_script, holding.name, self.kind, [v, meta, w], token)
