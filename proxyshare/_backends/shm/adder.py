@@ -140,9 +140,10 @@ class AdderHandle(_Handle):
 
     def overflow(self, value: int, n: int) -> OverflowError:
         return OverflowError(
-            f"{self.what()}: this thread's slot would overflow: {value} + {n} does not fit "
-            "in 64 bits; the value is unchanged (a slot keeps the sum of everything ever "
-            "added through it; use a served counter, mgr.counter(name), for unbounded sums)"
+            f"{self.what()}: this thread's slot would overflow: {value} "
+            f"{'+' if n >= 0 else '-'} {abs(n)} does not fit in 64 bits; the value is "
+            "unchanged (a slot keeps the sum of everything ever added through it; use a "
+            "served counter, mgr.counter(name), for unbounded sums)"
         )
 
 
@@ -151,7 +152,8 @@ class AdderHandle(_Handle):
 
 @_implements(P.ADDER_ADD)
 def _adder_add(h: AdderHandle, n: int = 1) -> None:
-    n = rules.check_int(n, "add(n)", bits64=True)
+    # The 64-bit rule applies to the slot's new value, whichever path an add takes.
+    n = rules.check_int(n, "add(n)")
     cell = h.cell()
     if cell[1]:
         raise h.gone()
