@@ -1559,6 +1559,12 @@ class RedisManager:
     def pipeline(self) -> Any:
         raise ProxyShareError("pipelines are not available on the Redis backend")
 
+    def adder(self, name: str) -> Any:
+        raise ProxyShareError(
+            "adders are same host only, like shared_memory=True: they need a ShareManager "
+            "on this host; on Redis use a counter, whose increment(n) is one INCRBY"
+        )
+
     @staticmethod
     def _no_shared_memory(shared_memory: bool) -> None:
         if shared_memory:

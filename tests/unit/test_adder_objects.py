@@ -355,3 +355,12 @@ def test_delete_marks_every_slot_so_owners_stop(resource: AdderResource) -> None
     for use in (adder.add, adder.get, adder.reset):
         with pytest.raises(proxyshare.ResourceNotFoundError, match=r"open it again with mgr.adder"):
             use()
+
+
+def test_the_redis_backend_refuses_an_adder_clearly() -> None:
+    pytest.importorskip("redis")
+    from proxyshare._redis import RedisManager
+
+    manager = RedisManager("redis://127.0.0.1:1/0", check=False)
+    with pytest.raises(proxyshare.ProxyShareError, match="same host only, like shared_memory"):
+        manager.adder("items")

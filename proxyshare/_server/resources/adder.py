@@ -14,6 +14,7 @@ from typing import Any
 from proxyshare import _rules as rules
 from proxyshare._backends.shm import adder_layout as A
 from proxyshare._errors import ProxyShareError
+from proxyshare._rules import deleted_while_waiting
 from proxyshare._server.resources.base import SessionLike
 from proxyshare._server.resources.shm import _ShmResource
 
@@ -60,6 +61,8 @@ class AdderResource(_ShmResource):
 
     def get(self, session: SessionLike) -> int:
         with self.mutex:
+            if self.closed:  # deleted while this request was on its way
+                raise deleted_while_waiting("adder", self.name)
             return A.total(self.mm)
 
     def add(self, session: SessionLike, n: int = 1) -> None:
