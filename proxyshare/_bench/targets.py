@@ -89,13 +89,6 @@ def compute_targets(report: BenchReport) -> list[Target]:
             1.5,
         ),
         (
-            "adder-vs-initializer",
-            "adder ÷ initializer, µs/op",
-            ratio("proxyshare-adder", "initializer"),
-            "<=",
-            0.3,
-        ),
-        (
             "shm-lock-us",
             "shared-memory lock + counter: µs per locked increment",
             _absolute(cost("proxyshare-shm-lock"), "proxyshare-shm-lock", w),
