@@ -83,7 +83,7 @@ __all__ = [
 CAPACITY = 16_384  # slots per adder: a 1 MiB sparse file, 64 bytes used per slot claimed
 MAX_CAPACITY = 1 << 20
 SLOT = 64  # one cache line: writers on different cores never share one
-SLOTS_AT = mmap.PAGESIZE if mmap.PAGESIZE >= 4096 else 4096
+SLOTS_AT = 4096  # the slots start on a page of their own (on 4 KiB pages)
 VALUE_MIN = -(1 << 63)
 VALUE_MAX = (1 << 63) - 1
 
