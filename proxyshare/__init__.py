@@ -33,6 +33,7 @@ from proxyshare._errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adder",
     "AuthenticationError",
     "Barrier",
     "Counter",
@@ -69,9 +70,11 @@ _LAZY = {
     "Semaphore": "proxyshare._proxies",
     "Event": "proxyshare._proxies",
     "Barrier": "proxyshare._proxies",
+    "Adder": "proxyshare._backends.shm.adder",
 }
 
 if TYPE_CHECKING:
+    from proxyshare._backends.shm.adder import Adder
     from proxyshare._manager import ShareManager, connect
     from proxyshare._pipeline import Pipeline
     from proxyshare._pool import ProcessPoolExecutor

@@ -45,6 +45,7 @@ from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Sema
 
 if TYPE_CHECKING:
     from proxyshare._api import Manager
+    from proxyshare._backends.shm.adder import Adder
     from proxyshare._pipeline import Pipeline
     from proxyshare._server import ShareServer
 
@@ -237,6 +238,16 @@ class ShareManager(managers.BaseManager):
     def barrier(self, name: str, parties: int) -> Barrier:
         """The barrier called ``name`` for ``parties`` waiters; a dead party breaks it."""
         return Barrier(self._open(name, "barrier", {"parties": parties}), name)
+
+    def adder(self, name: str) -> Adder:
+        """The adder called ``name``: each process and thread adds to its own slot in
+        shared memory, with no lock and no round trip (same host only).
+
+        ``add()`` returns nothing; use a counter when the caller needs the new value.
+        """
+        from proxyshare._backends.shm.adder import open_adder
+
+        return open_adder(self.server_ref, name)
 
     def delete(self, name: str) -> bool:
         """Delete the resource ``name``; True if it existed.  Its proxies stop working."""

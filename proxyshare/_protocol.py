@@ -202,6 +202,12 @@ BARRIER_N_WAITING: Op[int] = Op(82, "barrier", "n_waiting")
 BARRIER_RESET: Op[None] = Op(83, "barrier", "reset")
 BARRIER_INFO: Op[tuple[int, int, bool]] = Op(84, "barrier", "info")  # (parties, n_waiting, broken)
 
+# -- adder (same host only: each runs in the caller, on shared memory, never on the server,
+#    so nothing for durable storage to log; see proxyshare._backends.shm.adder) ------------
+ADDER_ADD: Op[None] = Op(90, "adder", "add", ("n",), pipeline=False)
+ADDER_GET: Op[int] = Op(91, "adder", "get", pipeline=False)
+ADDER_RESET: Op[int] = Op(92, "adder", "reset", pipeline=False)
+
 
 def ack_frame(seq: int) -> bytes:
     """The exact bytes of the reply to ``(CANCEL, None, seq)``.

@@ -183,9 +183,13 @@ def not_reentrant(name: str) -> ProxyShareError:
 def wrong_kind(name: str, found: str, wanted: str) -> ResourceKindError:
     """``name`` is a ``found`` and was opened or used as a ``wanted``."""
     return ResourceKindError(
-        f"{name!r} is already a {found}; it cannot also be a {wanted}: use another name, "
-        f"or mgr.delete({name!r}) first"
+        f"{name!r} is already {_a(found)}; it cannot also be {_a(wanted)}: use another "
+        f"name, or mgr.delete({name!r}) first"
     )
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
 
 
 def deleted_while_waiting(kind: str, name: str) -> ResourceNotFoundError:

@@ -255,6 +255,29 @@ def _probe_shm(
     return submit, _after_from_submit(submit), remote, death
 
 
+def _probe_adder(
+    env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
+) -> _Facts:
+    try:
+        adder = S.adder_open(env.share_manager(), env.name("probe", "adder"))
+    except S.Skip as skip:
+        return _unavailable(str(skip))
+    submit = probe_submit(pool, "adder", adder, TASK_TIMEOUT)
+    remote = Fact(
+        False,
+        "structural",
+        "same host only: slots in a shared-memory file; unpickled elsewhere it raises "
+        "ProxyShareError",
+    )
+    death = Fact(
+        None,
+        "n/a",
+        "no lock: add() takes none; a killed worker's slot is freed by the kernel and its "
+        "counts stay in the total",
+    )
+    return submit, _after_from_submit(submit), remote, death
+
+
 def _probe_redis(
     env: S.BenchEnv, pool: cf.ProcessPoolExecutor, report: BenchReport, stay_held: float
 ) -> _Facts:
@@ -306,6 +329,7 @@ _PROBES: dict[str, Callable[[S.BenchEnv, cf.ProcessPoolExecutor, BenchReport, fl
     "stdlib BaseManager": _probe_base,
     "proxyshare (served)": _probe_share,
     "proxyshare (shared memory)": _probe_shm,
+    "proxyshare (adder)": _probe_adder,
     "redis-py": _probe_redis,
     "proxyshare (Redis backend)": _probe_share_redis,
 }

@@ -35,6 +35,7 @@ __all__ = [
     "Prepared",
     "ScenarioSpec",
     "Skip",
+    "adder_open",
     "env_shared",
     "family_of",
     "make_pool",
@@ -85,6 +86,7 @@ FAMILIES: dict[str, str] = {
 _FAMILY_OF_MECHANISM = {
     "multiprocessing (initializer)": "same-host",
     "proxyshare (shared memory)": "same-host",
+    "proxyshare (adder)": "same-host",
     "proxyshare (served)": "served",
     "stdlib SyncManager": "stdlib",
     "stdlib BaseManager": "floor",  # basemanager-floor: the stdlib's bare floor
@@ -180,6 +182,12 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
             "proxyshare-shm-lock",
             "with shm lock: c.set(c.get() + 1) (shared_memory=True)",
             "proxyshare (shared memory)",
+            ops_scale=10,
+        ),
+        _spec(
+            "proxyshare-adder",
+            "mgr.adder(name).add(): each process adds to its own slot, no lock",
+            "proxyshare (adder)",
             ops_scale=10,
         ),
         _spec(
@@ -433,6 +441,19 @@ def _shm(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prep
     return Prepared("shm-lock", (lock, counter), workers * ops, counter.get)
 
 
+def _adder(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    mgr = env.share_manager()
+    adder = adder_open(mgr, env.name(scenario, tag))
+    return Prepared("adder", (adder,), workers * ops, adder.get)
+
+
+def adder_open(mgr: Any, name: str) -> Any:
+    try:
+        return mgr.adder(name)
+    except Exception as exc:  # not available here (no OFD locks): say why, skip
+        raise Skip(f"mgr.adder(name) is not available here ({type(exc).__name__}: {exc})") from exc
+
+
 def shm_open(make: Callable[[], Any], what: str) -> Any:
     try:
         return make()
@@ -535,6 +556,7 @@ _PREPARE: dict[str, Callable[[BenchEnv, str, int, int, str], Prepared]] = {
     "proxyshare-clients": _share,
     "proxyshare-shm": _shm,
     "proxyshare-shm-lock": _shm,
+    "proxyshare-adder": _adder,
     "syncmanager": _syncmanager,
     "syncmanager-nolock": _syncmanager,
     "basemanager-floor": _basemanager,

@@ -152,6 +152,18 @@ def _pipeline(ops: int, manager: Any, name: str, batch: int) -> Loop:
     return loop
 
 
+def _adder(ops: int, adder: Any) -> Loop:
+    adder.add(0)  # claim this process's slot now, outside the timing
+    add = adder.add
+
+    def loop() -> int:
+        for _ in range(ops):
+            add()
+        return ops
+
+    return loop
+
+
 def _shm_lock(ops: int, lock: Any, counter: Any) -> Loop:
     counter.get()
 
@@ -269,6 +281,7 @@ BODIES: dict[str, Callable[..., Loop]] = {
     "dict-increment": _dict_increment,
     "pipeline": _pipeline,
     "shm-lock": _shm_lock,
+    "adder": _adder,
     "syncmanager": _syncmanager,
     "syncmanager-nolock": _syncmanager_nolock,
     "basemanager": _basemanager,
@@ -360,6 +373,9 @@ def probe_use(kind: str, obj: Any) -> int:
         return int(obj.value)
     if kind == "redis-client":
         return int(obj.incr("proxyshare-bench:probe"))
+    if kind == "adder":
+        obj.add()
+        return int(obj.get())
     return int(obj.increment())
 
 

@@ -29,6 +29,7 @@ from multiprocessing import managers, process
 from typing import Any, cast
 
 from proxyshare import _protocol as P
+from proxyshare import _rules as rules
 from proxyshare import _wire
 from proxyshare._errors import (
     PipelineFailure,
@@ -624,10 +625,7 @@ class ShareServer(managers.Server):
                 resource = self.resources[name] = cls.create(name, options)
                 logger.debug("created %s %r", kind, name)
             elif resource.kind != kind:
-                raise ResourceKindError(
-                    f"{name!r} is already a {resource.kind}; it cannot also be a {kind}: "
-                    f"use another name, or mgr.delete({name!r}) first"
-                )
+                raise rules.wrong_kind(name, resource.kind, kind)
             else:
                 resource.check_options(options)
         return resource.options()

@@ -21,7 +21,13 @@ from tests.support import run_cli
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 # Scenarios that need something this package does not bring along.
-EXTERNAL = {"redis", "proxyshare-redis", "proxyshare-shm", "proxyshare-shm-lock"}
+EXTERNAL = {
+    "redis",
+    "proxyshare-redis",
+    "proxyshare-shm",
+    "proxyshare-shm-lock",
+    "proxyshare-adder",
+}
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -46,9 +46,9 @@ def test_a_resource_kind_is_offered_whole_or_not_at_all(kind: str) -> None:
     assert len(offered) == 1, f"{kind}: some operations are implemented, some are not"
 
 
-def test_only_barriers_are_missing_among_the_resource_kinds() -> None:
+def test_only_barriers_and_adders_are_missing_among_the_resource_kinds() -> None:
     missing = {OPS[code].kind for code in UNSUPPORTED} - {"manager"}
-    assert missing == {"barrier"}
+    assert missing == {"barrier", "adder"}
 
 
 @pytest.mark.parametrize("code", sorted(IMPLEMENTATIONS), ids=lambda code: repr(OPS[code]))

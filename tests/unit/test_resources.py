@@ -1004,6 +1004,7 @@ def test_every_kind_is_registered() -> None:
     assert set(KINDS) == {
         "shm_counter",
         "shm_lock",
+        "adder",
         "counter",
         "lock",
         "dict",

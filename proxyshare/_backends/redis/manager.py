@@ -12,7 +12,11 @@ import builtins
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from proxyshare import _protocol as P
-from proxyshare._backends.redis.ops.registry import BARRIERS_UNAVAILABLE, PIPELINES_UNAVAILABLE
+from proxyshare._backends.redis.ops.registry import (
+    ADDERS_UNAVAILABLE,
+    BARRIERS_UNAVAILABLE,
+    PIPELINES_UNAVAILABLE,
+)
 from proxyshare._backends.redis.transport import DEFAULT_PREFIX, RedisTransport
 from proxyshare._errors import ProxyShareError
 from proxyshare._proxies import Counter, Dict, Event, Lock, Queue, Semaphore
@@ -108,6 +112,9 @@ class RedisManager:
 
     def pipeline(self) -> NoReturn:
         raise ProxyShareError(PIPELINES_UNAVAILABLE)
+
+    def adder(self, name: str) -> NoReturn:
+        raise ProxyShareError(ADDERS_UNAVAILABLE)
 
     def delete(self, name: str) -> bool:
         """Delete the resource ``name`` and all its keys; True if it existed."""

@@ -149,10 +149,13 @@ class _Handle:
             "(shared_memory=False), which works across hosts"
         )
 
+    def reopen(self) -> str:
+        """How a user opens this resource again."""
+        return f"mgr.{self.kind}({self.name!r}, shared_memory=True)"
+
     def gone(self) -> ResourceNotFoundError:
         return ResourceNotFoundError(
-            f"{self.what()} was deleted or its server stopped; open it again with "
-            f"mgr.{self.kind}({self.name!r}, shared_memory=True)"
+            f"{self.what()} was deleted or its server stopped; open it again with {self.reopen()}"
         )
 
     def attach(self) -> mmap.mmap:
@@ -186,8 +189,9 @@ class _Handle:
         try:
             if os.fstat(fd).st_size < FILE_SIZE:
                 raise ProxyShareError(f"{self.path} is not a proxyshare shared-memory file")
-            # mmap keeps its own duplicate of fd; that description is never locked.
-            mm = mmap.mmap(fd, FILE_SIZE)
+            # The whole file (a page, or an adder's slots).  mmap keeps its own
+            # duplicate of fd; that description is never locked.
+            mm = mmap.mmap(fd, 0)
         finally:
             os.close(fd)
         magic, token, kind, _closed = HEADER.unpack_from(mm, 0)
@@ -199,7 +203,7 @@ class _Handle:
             mm.close()
             raise ProxyShareError(
                 f"{self.path} no longer holds {self.what()} (the file was replaced); "
-                f"open it again with mgr.{self.kind}({self.name!r}, shared_memory=True)"
+                f"open it again with {self.reopen()}"
             )
         self.mm = mm
         self.pid = os.getpid()
@@ -252,13 +256,15 @@ _handles: dict[tuple[str, bytes], _Handle] = {}
 _handles_lock = threading.Lock()
 
 
-def _handle(kind: str, name: str, path: str, token: bytes, host: str) -> _Handle:
+def _handle(
+    kind: str, name: str, path: str, token: bytes, host: str, cls: type[_Handle] = _Handle
+) -> _Handle:
     """The process's handle for a file: objects for one file share descriptors,
     so a lock is owned by a thread whichever object it used (as served locks are)."""
     with _handles_lock:
         handle = _handles.get((path, token))
         if handle is None:
-            handle = _handles[(path, token)] = _Handle(kind, name, path, token, host)
+            handle = _handles[(path, token)] = cls(kind, name, path, token, host)
         return handle
 
 
@@ -458,10 +464,11 @@ def _lock_owner(h: _Handle) -> dict[str, Any] | None:
 
 
 class ShmTransport:
-    """Runs counter and lock operations in this process, on one shared-memory file.
+    """Runs counter, lock and adder operations in this process, on one shared-memory file.
 
-    Pickles as the file's path, its check token and the host that made it;
-    nothing is opened when it is unpickled (see the module docstring).
+    Pickles as the file's path, its check token, the host that made it and
+    the kind of handle that maps it; nothing is opened when it is unpickled
+    (see the module docstring).
     """
 
     __slots__ = ("_h",)
@@ -471,7 +478,7 @@ class ShmTransport:
 
     def __reduce__(self) -> tuple[Any, ...]:
         h = self._h
-        return (_restore, (h.kind, h.name, h.path, h.token, h.host))
+        return (_restore, (h.kind, h.name, h.path, h.token, h.host, type(h)))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ShmTransport) and other._h is self._h
@@ -481,7 +488,7 @@ class ShmTransport:
 
     def call(self, op: Op[R], name: str, /, *args: Any) -> R:
         fn = _OPS.get(op.code)
-        if fn is None:
+        if fn is None or op.kind != self._h.kind:  # a counter's op on an adder's file, say
             raise ProxyShareError(f"{op!r} is not available on {self._h.what()}")
         return cast(R, fn(self._h, *args))
 
@@ -493,10 +500,12 @@ class ShmTransport:
         return self._h
 
 
-def _restore(kind: str, name: str, path: str, token: bytes, host: str) -> ShmTransport:
+def _restore(
+    kind: str, name: str, path: str, token: bytes, host: str, cls: type[_Handle] = _Handle
+) -> ShmTransport:
     # Nothing is opened here: a file that is missing is reported by the first
     # operation, where a pool worker can hand the error back through the future.
-    return ShmTransport(_handle(kind, name, path, token, host))
+    return ShmTransport(_handle(kind, name, path, token, host, cls))
 
 
 class SharedMemoryCounter(Counter):
@@ -565,11 +574,16 @@ class SharedMemoryLock(Lock):
 
 
 def _open(
-    server: ServerRef, name: str, kind: str, options: dict[str, Any], file_kind: str
+    server: ServerRef,
+    name: str,
+    kind: str,
+    options: dict[str, Any],
+    file_kind: str,
+    cls: type[_Handle] = _Handle,
 ) -> ShmTransport:
     rules.check_name(name)
     info = server.call(P.OPEN, name, kind, options)
-    handle = _handle(file_kind, name, info["path"], info["token"], info["host"])
+    handle = _handle(file_kind, name, info["path"], info["token"], info["host"], cls)
     handle.mapped()  # report another host or an unreadable file right here
     return ShmTransport(handle)
 

@@ -10,6 +10,7 @@
     event      threading.Event
     barrier    threading.Barrier whose parties can die
     shm        the shared-memory files of the same-host fast path
+    adder      the adder's file (its clients add without the server)
 
 ``KINDS`` maps each kind a name can be opened as to its class; the server's
 dispatch pairs it with the table of operations in ``proxyshare._protocol``.
@@ -17,6 +18,7 @@ dispatch pairs it with the table of operations in ``proxyshare._protocol``.
 
 from __future__ import annotations
 
+from proxyshare._server.resources.adder import AdderResource
 from proxyshare._server.resources.barrier import BarrierResource
 from proxyshare._server.resources.base import Resource
 from proxyshare._server.resources.counter import CounterResource
@@ -29,6 +31,7 @@ from proxyshare._server.resources.shm import ShmCounterResource, ShmLockResource
 
 __all__ = [
     "KINDS",
+    "AdderResource",
     "BarrierResource",
     "CounterResource",
     "DictResource",
@@ -54,5 +57,6 @@ KINDS: dict[str, type[Resource]] = {
         BarrierResource,
         ShmCounterResource,
         ShmLockResource,
+        AdderResource,
     )
 }

@@ -91,7 +91,7 @@ class _ShmResource(Resource):
 
     file_kind: ClassVar[str] = ""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, size: int = FILE_SIZE) -> None:
         super().__init__(name)
         if fcntl is None:  # pragma: no cover - Windows
             raise ProxyShareError("shared-memory resources need POSIX flock(), missing here")
@@ -106,8 +106,8 @@ class _ShmResource(Resource):
             raise
         try:
             os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
-            os.ftruncate(fd, FILE_SIZE)
-            self.mm = mmap.mmap(fd, FILE_SIZE)
+            os.ftruncate(fd, size)  # sparse: pages use memory once written
+            self.mm = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
             os.unlink(self.path)
@@ -123,12 +123,15 @@ class _ShmResource(Resource):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "shared_memory": True, "path": self.path}
 
+    def mark_closed(self) -> None:
+        CLOSED.pack_into(self.mm, OFF_CLOSED, 1)  # open objects see it and raise
+
     def destroy(self) -> None:
         with self.mutex:
             if self.closed:
                 return
             self.closed = True
-            CLOSED.pack_into(self.mm, OFF_CLOSED, 1)  # open objects see it and raise
+            self.mark_closed()
             self.mm.close()
             os.close(self.probe_fd)
             try:

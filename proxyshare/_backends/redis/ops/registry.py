@@ -31,9 +31,15 @@ BARRIERS_UNAVAILABLE = (
     "counter"
 )
 PIPELINES_UNAVAILABLE = "pipelines are not available on the Redis backend"
+ADDERS_UNAVAILABLE = (
+    "adders are same host only, like shared_memory=True: they need a ShareManager on this "
+    "host; on Redis use a counter, whose increment(n) is one INCRBY"
+)
 
 for _op in P.ops_of("barrier"):
     unsupported(_op, BARRIERS_UNAVAILABLE)
+for _op in P.ops_of("adder"):
+    unsupported(_op, ADDERS_UNAVAILABLE)
 unsupported(P.PIPELINE, PIPELINES_UNAVAILABLE)
 unsupported(P.HELLO, "Redis has no proxyshare session to greet")
 unsupported(P.CANCEL, "a proxyshare session frame; an interrupted Redis call drops its connection")
