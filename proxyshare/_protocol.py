@@ -33,12 +33,17 @@ __all__ = [
     "OPS",
     "PICKLE_PROTOCOL",
     "PROTOCOL_VERSION",
+    "TLS_REQUIRED",
     "Op",
     "ops_of",
 ]
 
 PROTOCOL_VERSION = 1
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: What a TLS server sends, as one frame, to a peer that connected but did not
+#: start TLS: a plain client waits for the HMAC challenge, and reads this instead.
+TLS_REQUIRED = b"#PROXYSHARE-TLS-REQUIRED#"
 
 OK = 0
 ERROR = 1
