@@ -244,10 +244,7 @@ def _open_connection(
             tls_error = _tls_failure(exc, where, tls, after_handshake=True)
             if tls_error is not None:
                 raise tls_error from None
-        raise ServerUnavailableError(
-            f"the server at {where} did not complete the handshake within {timeout:g}s "
-            f"({_describe(exc)}): is it a proxyshare server?"
-        ) from None
+        raise _handshake_broke(where, exc, timeout, "handshake", "") from None
     except Exception as exc:  # answer_challenge asserts on a foreign greeting
         wire.close()
         raise AuthenticationError(
@@ -281,21 +278,35 @@ def _start_tls(
     from proxyshare._tls import TLSFramedSocket
 
     where = format_address(address)
+    wrapped = None
     try:
         wrapped = context.wrap_socket(
             sock, server_hostname=address[0], do_handshake_on_connect=False
         )
         wrapped.do_handshake()  # bounded by the socket's timeout
     except (EOFError, OSError) as exc:
-        sock.close()
+        (sock if wrapped is None else wrapped).close()
         error = _tls_failure(exc, where, tls, after_handshake=False)
         if error is not None:
             raise error from None
-        raise ServerUnavailableError(
-            f"the server at {where} did not complete the TLS handshake within {timeout:g}s "
-            f"({_describe(exc)}): is it a proxyshare server started with --tls-cert?"
-        ) from None
+        hint = " started with --tls-cert"
+        raise _handshake_broke(where, exc, timeout, "TLS handshake", hint) from None
     return TLSFramedSocket(wrapped, timeout)
+
+
+def _handshake_broke(
+    where: str, exc: BaseException, timeout: float, what: str, hint: str
+) -> ServerUnavailableError:
+    if isinstance(exc, TimeoutError):
+        return ServerUnavailableError(
+            f"the server at {where} did not complete the {what} within {timeout:g}s: "
+            f"is it a proxyshare server{hint}?"
+        )
+    return ServerUnavailableError(
+        f"the server at {where} closed the connection during the {what} ({_describe(exc)}): "
+        f"is it a proxyshare server{hint}? One at its connection limit (--max-connections) "
+        "does this too"
+    )
 
 
 # Reasons OpenSSL gives when the peer answered the hello with something that is not TLS.
@@ -329,7 +340,7 @@ def _tls_failure(
         code = exc.verify_code
         detail = exc.verify_message
         host = where.removeprefix("tls://").rpartition(":")[0].strip("[]")
-        if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+        if code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
             return AuthenticationError(
                 f"certificate verify failed: the certificate of the server at {where} is not "
                 f"valid for the name {host!r} ({detail}): connect with a name the certificate "

@@ -11,6 +11,10 @@ pile up threads and descriptors until nobody else gets in.  So:
   its thread).  A real client finishes in milliseconds, so the oldest is the
   one most likely to be a peer that will never finish, and a newcomer —
   perhaps a real client — always gets its chance;
+* the evicted connection's thread takes the newcomer's handshake next
+  (``Ticket.successor``), so a flood costs no thread starts: starting one
+  waits for the new thread to get the GIL, about a millisecond under load,
+  and 1,000 queued connections then kept a real client waiting a second;
 * a handshake older than ``handshake_timeout`` is evicted when the next
   connection arrives (its own socket timeouts end it otherwise);
 * at most ``max_connections`` connections are open (in the handshake or
@@ -27,6 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["DEFAULT_MAX_HANDSHAKES", "Admission", "Ticket", "default_max_connections"]
 
@@ -49,14 +54,23 @@ def default_max_connections() -> int:
 
 
 class Ticket:
-    """One admitted connection, until its handshake is over (``settle``) or it closes."""
+    """One admitted connection: ``greet(client, ticket)`` runs its handshake, on a thread.
 
-    __slots__ = ("evicted", "fd", "since")
+    ``inherited``: the thread of an evicted connection runs it (see
+    ``successor``), so the accepter starts none.
+    """
 
-    def __init__(self, fd: int) -> None:
+    __slots__ = ("client", "done", "evicted", "fd", "greet", "inherited", "since", "successor")
+
+    def __init__(self, fd: int, greet: Callable[[Any, Ticket], None], client: Any) -> None:
         self.fd = fd
+        self.greet = greet
+        self.client = client
         self.since = time.monotonic()
         self.evicted = False
+        self.done = False  # its greet returned: its thread takes no successor any more
+        self.inherited = False
+        self.successor: Ticket | None = None
 
 
 class Admission:
@@ -73,14 +87,16 @@ class Admission:
         max_handshakes: int | None = None,
         handshake_timeout: float = 10.0,
     ) -> None:
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_handshakes", max_handshakes),
+        ):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
         self.max_connections = max_connections or default_max_connections()
         self.max_handshakes = max_handshakes or DEFAULT_MAX_HANDSHAKES
-        for name, value in (
-            ("max_connections", self.max_connections),
-            ("max_handshakes", self.max_handshakes),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, not {value!r}")
         self.handshake_timeout = handshake_timeout
         self._established = established
         self._lock = threading.Lock()
@@ -93,25 +109,35 @@ class Admission:
     def in_handshake(self) -> int:
         return len(self._pending)
 
-    def admit(self, fd: int) -> Ticket | None:
-        """A ticket for the connection on ``fd``, or None: over the cap, close it now."""
+    def admit(self, fd: int, greet: Callable[[Any, Ticket], None], client: Any) -> Ticket | None:
+        """A ticket for ``client`` (on ``fd``), or None: over the cap, close it now.
+
+        Start a thread for it (``run``) unless it is ``inherited``.
+        """
         established = self._established()
         now = time.monotonic()
+        heir = None  # an evicted connection whose thread will run this one
         with self._lock:
             pending = self._pending
-            for ticket in list(pending):  # oldest first: stop at the first young one
-                if now - ticket.since < self.handshake_timeout:
+            for old in list(pending):  # oldest first: stop at the first young one
+                if now - old.since < self.handshake_timeout:
                     break
-                self._evict(ticket)
+                self._evict(old)
+                heir = heir or old
             if established + len(pending) >= self.max_connections:
                 self.refused += 1
                 refuse = True
             else:
                 refuse = False
                 while len(pending) >= self.max_handshakes:
-                    self._evict(next(iter(pending)))
-                ticket = Ticket(fd)
+                    old = next(iter(pending))
+                    self._evict(old)
+                    heir = heir or old
+                ticket = Ticket(fd, greet, client)
                 pending[ticket] = None
+                if heir is not None and not heir.done:
+                    heir.successor = ticket
+                    ticket.inherited = True
         if refuse:
             if now - self._last_refusal_log >= _REFUSAL_LOG_EVERY:
                 self._last_refusal_log = now
@@ -150,3 +176,16 @@ class Admission:
         """The handshake thread is done with the connection; call before closing its fd."""
         with self._lock:
             self._pending.pop(ticket, None)
+
+    def run(self, ticket: Ticket) -> None:
+        """A handshake thread's body: ``ticket``'s greet, then those of its successors."""
+        next_ticket: Ticket | None = ticket
+        while next_ticket is not None:
+            ticket = next_ticket
+            try:
+                ticket.greet(ticket.client, ticket)
+            finally:
+                with self._lock:
+                    ticket.done = True
+                    next_ticket = ticket.successor
+                    ticket.successor = ticket.client = None

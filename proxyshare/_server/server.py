@@ -60,6 +60,7 @@ logger = logging.getLogger("proxyshare.server")
 
 HANDSHAKE_TIMEOUT = 10.0  # an idle, unauthenticated connection is dropped after this
 MAX_MESSAGE = 1 << 30  # requests larger than 1 GiB are refused by the client
+LISTEN_BACKLOG = 1024  # connections the kernel queues until the accepter takes them
 _HOST = socket.gethostname()
 
 # Errors that answer a bad request; logged at INFO.  Anything else is a server
@@ -139,6 +140,11 @@ class ShareServer(managers.Server):
             self._established, max_connections, max_handshakes, HANDSHAKE_TIMEOUT
         )
         super().__init__(registry, address, authkey, serializer)
+        # The stdlib listens with a backlog of 16: under a burst of connections
+        # (a pool starting, or a flood) a full queue makes each new TCP client
+        # wait for a SYN retransmission, a second or more.  The kernel caps it.
+        with contextlib.suppress(AttributeError, OSError):
+            self.listener._listener._socket.listen(LISTEN_BACKLOG)
         self.tls = tls
         if tls is not None:
             self.address = TlsAddress(*self.listener.address)
@@ -220,17 +226,37 @@ class ShareServer(managers.Server):
                 logger.warning("accepting a connection failed: %s", exc)
                 self.stop_event.wait(0.05)  # e.g. out of file descriptors: do not spin
                 continue
-            if self.tls is not None:  # TLS wraps a socket, not a Connection
-                client: Any = socket.socket(fileno=os.dup(conn.fileno()))
+            try:
+                self._admit(conn)
+            except Exception:  # e.g. no thread could start: drop this one, keep accepting
+                logger.exception("admitting a connection failed; it was closed")
                 conn.close()
-                greet: Callable[..., None] = self._handle_tls
-            else:
-                client, greet = conn, self.handle_request
-            ticket = self.admission.admit(client.fileno())
+
+    def _admit(self, conn: mpc.Connection) -> None:
+        """Hand a new connection to a handshake thread, or close it (over the caps)."""
+        client: Any = conn
+        greet: Callable[..., None] = self.handle_request
+        if self.tls is not None:  # TLS wraps a socket, not a Connection
+            client = socket.socket(fileno=os.dup(conn.fileno()))
+            conn.close()
+            greet = self._handle_tls
+        ticket = None
+        try:
+            ticket = self.admission.admit(client.fileno(), greet, client)
             if ticket is None:  # over max_connections (logged): close before any byte
                 client.close()
-                continue
-            threading.Thread(target=greet, args=(client, ticket), daemon=True).start()
+            elif not ticket.inherited:  # else an evicted connection's thread runs it
+                threading.Thread(
+                    target=self.admission.run,
+                    args=(ticket,),
+                    name="proxyshare-handshake",
+                    daemon=True,
+                ).start()
+        except BaseException:
+            if ticket is not None:
+                self.admission.release(ticket)
+            client.close()
+            raise
 
     def _established(self) -> int:
         """Connections past the handshake: lean sessions and stdlib connections."""
