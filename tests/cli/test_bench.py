@@ -21,7 +21,7 @@ from tests.support import run_cli
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 # Scenarios that need something this package does not bring along.
-EXTERNAL = {"redis", "proxyshare-redis", "proxyshare-shm", "proxyshare-shm-lock"}
+EXTERNAL = {"redis", "proxyshare-redis", "proxyshare-shm", "proxyshare-shm-lock", "proxyshare-tls"}
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,7 +60,7 @@ def test_quick_bench_prints_the_results_table(quick_run: dict[str, Any]) -> None
 
 def test_the_verdict_is_printed_and_kept_in_the_json_report(quick_run: dict[str, Any]) -> None:
     report: BenchReport = quick_run["report"]
-    assert report.schema_version == 2
+    assert report.schema_version == 3
     assert report.verdict is not None
     assert report.verdict.sentences[0].startswith("On this machine, at 2 workers, a served counter")
     assert report.verdict.cheapest_passable is not None
