@@ -4,8 +4,9 @@ Every proxy method ends in :meth:`ServerRef.call`.  It finds this thread's
 connection to the server (one per process, thread and server; re-made after
 ``fork``), sends one lean request (see ``_protocol``), reads one reply, and
 turns transport failures into proxyshare errors.  This is the *only* place
-where ``EOFError``/``OSError``/``multiprocessing.AuthenticationError`` become
-``ServerUnavailableError``/``AuthenticationError``.
+where ``EOFError``/``OSError``/``ssl.SSLError``/``multiprocessing.AuthenticationError``
+become ``ServerUnavailableError``/``AuthenticationError`` (for TLS, with what
+to change: see ``_tls_failure``).
 
 Why one connection per thread: the server ties lock ownership to a
 connection, so two threads of one process must not share one, and a
