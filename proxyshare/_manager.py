@@ -58,6 +58,8 @@ class ShareManager(managers.BaseManager):
     ``ShareManager(address=..., authkey=...)`` with ``start()``/``shutdown()``
     works as for any ``BaseManager``; the default address is a unix socket
     in a private temporary directory and the default key is random.
+    ``tls_ca``/``tls_cert``/``tls_key`` are how ``connect()`` reaches a
+    ``tls://`` server (see :func:`connect`).
     """
 
     # Set by ``BaseManager.__init__``; the type stubs do not declare them.

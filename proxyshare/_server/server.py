@@ -9,6 +9,11 @@ session, dispatches them straight to the named resource and answers; calls
 that must wait finish on worker threads.  When a connection drops (the client
 exited or was killed) the server releases everything its session held —
 locks, semaphore permits, barrier places, queue items in flight.
+
+Each new connection's handshake (TLS first, for a server with a certificate;
+then the HMAC challenge and the first request) runs on a thread of its own,
+within the caps of ``admission``, so peers that never finish cannot crowd
+out those that do.
 """
 
 from __future__ import annotations
