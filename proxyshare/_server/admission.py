@@ -184,6 +184,8 @@ class Admission:
             ticket = next_ticket
             try:
                 ticket.greet(ticket.client, ticket)
+            except Exception:  # a bug: the successor must still be served
+                logger.exception("a handshake failed; its connection was dropped")
             finally:
                 with self._lock:
                     ticket.done = True

@@ -115,3 +115,26 @@ def test_the_default_connection_cap_stays_under_the_open_file_limit() -> None:
     assert 64 <= cap <= 65536
     if soft != resource.RLIM_INFINITY and soft > 128:
         assert cap < soft
+
+
+def test_a_greet_that_fails_is_logged_and_its_successor_still_runs(
+    pairs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    admission = Admission(lambda: 0, max_connections=10, max_handshakes=1)
+    ran: list[str] = []
+
+    def broken(client: Any, ticket: Ticket) -> None:
+        admission.admit(sock2.fileno(), working, sock2)  # evicts this one: it inherits
+        raise RuntimeError("a bug")
+
+    def working(client: Any, ticket: Ticket) -> None:
+        ran.append("successor")
+        admission.release(ticket)
+
+    sock1, sock2 = _connection(pairs), _connection(pairs)
+    first = admission.admit(sock1.fileno(), broken, sock1)
+    assert first is not None
+    with caplog.at_level("ERROR", logger="proxyshare.server"):
+        admission.run(first)
+    assert ran == ["successor"]
+    assert any("a handshake failed" in r.getMessage() for r in caplog.records)
