@@ -1,10 +1,12 @@
 """Parsing and formatting of server addresses.
 
 A proxyshare address is one of ``"host:port"``, ``("host", port)``,
-``"unix:/path/to/socket"`` or a plain filesystem path (what the stdlib's
-``BaseManager`` hands out for its default unix socket).  Internally an
-address is what ``multiprocessing.connection`` expects: a ``(host, port)``
-tuple for TCP or a ``str`` path for a unix socket.
+``"tls://host:port"``, ``"unix:/path/to/socket"`` or a plain filesystem path
+(what the stdlib's ``BaseManager`` hands out for its default unix socket).
+Internally an address is what ``multiprocessing.connection`` expects: a
+``(host, port)`` tuple for TCP or a ``str`` path for a unix socket.  A TLS
+address is a :class:`TlsAddress`: still a ``(host, port)`` tuple, so every
+TCP code path takes it, but its type says "wrap the connection in TLS".
 
 A Redis URL (:data:`REDIS_SCHEMES`) is not an address of a proxyshare
 server: ``connect()`` and the CLI hand it to the Redis backend as given
@@ -15,16 +17,29 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 
 __all__ = [
     "REDIS_SCHEMES",
     "Address",
+    "TlsAddress",
     "format_address",
     "is_loopback",
     "is_redis_url",
     "parse_address",
 ]
+
+
+class TlsAddress(NamedTuple):
+    """``tls://host:port``: a TCP address whose connections are wrapped in TLS.
+
+    It compares equal to the plain ``(host, port)`` tuple (it is one), so
+    code that must tell them apart checks the type.
+    """
+
+    host: str
+    port: int
+
 
 Address = tuple[str, int] | str
 
@@ -42,6 +57,8 @@ def parse_address(address: object) -> Address:
 
     Raises ``ValueError`` naming the accepted forms when ``address`` fits none.
     """
+    if isinstance(address, TlsAddress):
+        return TlsAddress(address.host, _check_port(address.port, address))
     if isinstance(address, tuple) and len(address) == 2:
         host, port = address
         if isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool):
@@ -52,6 +69,11 @@ def parse_address(address: object) -> Address:
             path = text[len("unix:") :]
             if path:
                 return path
+        elif text.startswith("tls://"):
+            host, _, port_text = text[len("tls://") :].rpartition(":")
+            host = host.strip("[]")
+            if host and port_text.isdigit():
+                return TlsAddress(host, _check_port(int(port_text), address))
         elif text.startswith("/"):
             return text
         elif ":" in text:
@@ -61,7 +83,7 @@ def parse_address(address: object) -> Address:
                 return (host, _check_port(int(port_text), address))
     raise ValueError(
         f"invalid address {address!r}: use 'host:port' (e.g. '127.0.0.1:50000'), "
-        "('host', port) or 'unix:/path/to/socket'"
+        "('host', port), 'tls://host:port' or 'unix:/path/to/socket'"
     )
 
 
@@ -72,10 +94,11 @@ def _check_port(port: int, original: object) -> int:
 
 
 def format_address(address: Address) -> str:
-    """The form users type: ``host:port`` or ``unix:/path``."""
+    """The form users type: ``host:port``, ``tls://host:port`` or ``unix:/path``."""
     if isinstance(address, tuple):
         host, port = address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"tls://{where}" if isinstance(address, TlsAddress) else where
     return f"unix:{address}"
 
 

@@ -4,8 +4,9 @@ Every proxy method ends in :meth:`ServerRef.call`.  It finds this thread's
 connection to the server (one per process, thread and server; re-made after
 ``fork``), sends one lean request (see ``_protocol``), reads one reply, and
 turns transport failures into proxyshare errors.  This is the *only* place
-where ``EOFError``/``OSError``/``multiprocessing.AuthenticationError`` become
-``ServerUnavailableError``/``AuthenticationError``.
+where ``EOFError``/``OSError``/``ssl.SSLError``/``multiprocessing.AuthenticationError``
+become ``ServerUnavailableError``/``AuthenticationError`` (for TLS, with what
+to change: see ``_tls_failure``).
 
 A call never hangs on a server that stopped answering (SIGSTOP, a debugger):
 a reply must come within ``PROXYSHARE_CALL_TIMEOUT`` seconds (10), or the
@@ -37,10 +38,10 @@ import time
 import weakref
 from collections.abc import Mapping
 from multiprocessing import connection as mpc
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from proxyshare import _protocol as P
-from proxyshare._address import Address, format_address, parse_address
+from proxyshare._address import Address, TlsAddress, format_address, parse_address
 from proxyshare._errors import (
     AuthenticationError,
     ProxyShareError,
@@ -51,6 +52,9 @@ from proxyshare._errors import (
 from proxyshare._protocol import Op
 from proxyshare._wire import SMALL_FRAME as _SMALL_FRAME
 from proxyshare._wire import FramedSocket, Pollers, default_pollers, keepalive
+
+if TYPE_CHECKING:
+    from proxyshare._tls import TLSFiles
 
 __all__ = [
     "CALL_TIMEOUT_ENV",
@@ -114,14 +118,20 @@ class Channel:
         "server_info",
     )
 
-    def __init__(self, address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: Address,
+        authkey: bytes,
+        timeout: float = CONNECT_TIMEOUT,
+        tls: TLSFiles | None = None,
+    ) -> None:
         self.address = address
         self.pid = _pid[0]
         self.max_message = 1 << 16  # until the server says how much it accepts
         self.closed = False
         self._busy = False
         self.seq = 0  # requests sent; a CANCEL names one by this count
-        self._wire = wire = _open_connection(address, authkey, timeout)
+        self._wire = wire = _open_connection(address, authkey, timeout, tls)
         try:
             hello = (P.HELLO.code, None, self.pid, _HOST, threading.current_thread().name)
             wire.send_bytes(_dumps(hello, P.PICKLE_PROTOCOL))
@@ -287,9 +297,16 @@ def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
             time.sleep(0.002)
 
 
-def _open_connection(address: Address, authkey: bytes, timeout: float) -> FramedSocket:
-    """Connect and authenticate; every read and write is bounded by ``timeout``."""
+def _open_connection(
+    address: Address, authkey: bytes, timeout: float, tls: TLSFiles | None = None
+) -> FramedSocket:
+    """Connect (TLS first if ``tls``) and authenticate, each step within ``timeout``."""
     where = format_address(address)
+    context = None
+    if tls is not None:
+        from proxyshare._tls import client_context
+
+        context = client_context(tls)  # before connecting: a bad file is not the server's fault
     try:
         if isinstance(address, tuple):
             sock = socket.create_connection(address, timeout=timeout)
@@ -307,12 +324,23 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
             f"no proxyshare server is listening at {where} ({_describe(exc)}): "
             "is it running? (`proxyshare serve` starts one) Check the address too"
         ) from None
-    wire = FramedSocket(sock)
+    if tls is not None:
+        wire: FramedSocket = _start_tls(sock, context, address, tls, timeout)
+    else:
+        wire = FramedSocket(sock)
     try:
-        # A FramedSocket offers the send_bytes/recv_bytes the stdlib's handshake uses.
-        connection = cast(mpc.Connection, wire)
-        mpc.answer_challenge(connection, authkey)
-        mpc.deliver_challenge(connection, authkey)
+        greeting = wire.recv_bytes(256)  # the challenge, or a TLS server's notice
+        if greeting == P.TLS_REQUIRED:
+            raise AuthenticationError(
+                f"the server at {where} speaks TLS: connect to tls://{where} (with "
+                "tls_ca=FILE, or PROXYSHARE_TLS_CA, if a private CA signed its certificate)"
+            )
+        # The stdlib's handshake needs only send_bytes/recv_bytes, which these offer.
+        mpc.answer_challenge(cast(mpc.Connection, _Replay(wire, greeting)), authkey)
+        mpc.deliver_challenge(cast(mpc.Connection, wire), authkey)
+    except AuthenticationError:
+        wire.close()
+        raise
     except multiprocessing.AuthenticationError:
         wire.close()
         raise AuthenticationError(
@@ -321,10 +349,11 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
         ) from None
     except (EOFError, OSError) as exc:
         wire.close()
-        raise ServerUnavailableError(
-            f"the server at {where} did not complete the handshake within {timeout:g}s "
-            f"({_describe(exc)}): is it a proxyshare server?"
-        ) from None
+        if tls is not None:
+            tls_error = _tls_failure(exc, where, tls, after_handshake=True)
+            if tls_error is not None:
+                raise tls_error from None
+        raise _handshake_broke(where, exc, timeout, "handshake", "") from None
     except Exception as exc:  # answer_challenge asserts on a foreign greeting
         wire.close()
         raise AuthenticationError(
@@ -332,6 +361,147 @@ def _open_connection(address: Address, authkey: bytes, timeout: float) -> Framed
             f"({type(exc).__name__}): is it a proxyshare server?"
         ) from None
     return wire
+
+
+class _Replay:
+    """The handshake's connection, with the first message already read (to look at it)."""
+
+    __slots__ = ("_first", "_wire")
+
+    def __init__(self, wire: FramedSocket, first: bytes) -> None:
+        self._wire = wire
+        self._first: bytes | None = first
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        first, self._first = self._first, None
+        return first if first is not None else self._wire.recv_bytes(maxlength)
+
+    def send_bytes(self, payload: bytes) -> None:
+        self._wire.send_bytes(payload)
+
+
+def _start_tls(
+    sock: socket.socket, context: Any, address: Address, tls: TLSFiles, timeout: float
+) -> FramedSocket:
+    """The TLS handshake, before any byte of proxyshare's own (the HMAC challenge included)."""
+    from proxyshare._tls import TLSFramedSocket
+
+    where = format_address(address)
+    wrapped = None
+    try:
+        wrapped = context.wrap_socket(
+            sock, server_hostname=address[0], do_handshake_on_connect=False
+        )
+        wrapped.do_handshake()  # bounded by the socket's timeout
+    except (EOFError, OSError) as exc:
+        (sock if wrapped is None else wrapped).close()
+        error = _tls_failure(exc, where, tls, after_handshake=False)
+        if error is not None:
+            raise error from None
+        hint = " started with --tls-cert"
+        raise _handshake_broke(where, exc, timeout, "TLS handshake", hint) from None
+    return TLSFramedSocket(wrapped, timeout)
+
+
+def _handshake_broke(
+    where: str, exc: BaseException, timeout: float, what: str, hint: str
+) -> ServerUnavailableError:
+    if isinstance(exc, TimeoutError):
+        return ServerUnavailableError(
+            f"the server at {where} did not complete the {what} within {timeout:g}s: "
+            f"is it a proxyshare server{hint}?"
+        )
+    return ServerUnavailableError(
+        f"the server at {where} closed the connection during the {what} ({_describe(exc)}): "
+        f"is it a proxyshare server{hint}? One at its connection limit (--max-connections) "
+        "does this too"
+    )
+
+
+# Reasons OpenSSL gives when the peer answered the hello with something that is not TLS.
+_NOT_TLS = {
+    "WRONG_VERSION_NUMBER",
+    "RECORD_LAYER_FAILURE",
+    "PACKET_LENGTH_TOO_LONG",
+    "UNKNOWN_PROTOCOL",
+    "HTTP_REQUEST",
+    "RECORD_TOO_LARGE",
+}
+_NO_CLIENT_CERT = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+_CLIENT_CERT_REFUSED = {
+    "TLSV1_ALERT_UNKNOWN_CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    "TLSV1_ALERT_ACCESS_DENIED",
+    "TLSV1_ALERT_DECRYPT_ERROR",
+}
+
+
+def _tls_failure(
+    exc: BaseException, where: str, tls: TLSFiles, after_handshake: bool
+) -> ProxyShareError | None:
+    """What a TLS failure means and what to change; None: not a TLS failure."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        detail = exc.verify_message
+        host = where.removeprefix("tls://").rpartition(":")[0].strip("[]")
+        if code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+            return AuthenticationError(
+                f"certificate verify failed: the certificate of the server at {where} is not "
+                f"valid for the name {host!r} ({detail}): connect with a name the certificate "
+                f"lists (its subjectAltName), or give the server a certificate for {host!r}"
+            )
+        if code in (18, 19, 20, 21):  # self-signed, or signed by a CA not trusted here
+            trusted = (
+                f"the CA file {tls.ca!r} (tls_ca) did not sign it"
+                if tls.ca is not None
+                else "no CA this machine trusts signed it"
+            )
+            return AuthenticationError(
+                f"certificate verify failed: the server at {where} sent a certificate that "
+                f"cannot be trusted ({detail}; {trusted}): pass tls_ca=FILE (or set "
+                "PROXYSHARE_TLS_CA, or --tls-ca) naming the CA that signed the server's "
+                "certificate"
+            )
+        return AuthenticationError(
+            f"certificate verify failed: the certificate of the server at {where} was "
+            f"refused ({detail}): check the server's certificate, and tls_ca"
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason in _NOT_TLS and not after_handshake:
+            plain = where.removeprefix("tls://")
+            return AuthenticationError(
+                f"the server at {where} does not speak TLS ({reason}): connect to {plain} "
+                "without tls://, or start the server with --tls-cert and --tls-key"
+            )
+        if reason in _NO_CLIENT_CERT and tls.cert is None:
+            return AuthenticationError(
+                f"the server at {where} requires a client certificate (mutual TLS; {reason}): "
+                "pass tls_cert=FILE and tls_key=FILE (or set PROXYSHARE_TLS_CERT and "
+                "PROXYSHARE_TLS_KEY, or --tls-cert and --tls-key)"
+            )
+        if reason in _CLIENT_CERT_REFUSED or reason in _NO_CLIENT_CERT:
+            return AuthenticationError(
+                f"the server at {where} refused this client's certificate {tls.cert!r} "
+                f"({reason}): use a certificate signed by a CA the server trusts (its "
+                "--tls-client-ca)"
+            )
+        if reason in ("TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL"):
+            return AuthenticationError(
+                f"the server at {where} does not offer TLS 1.2 or later ({reason}), "
+                "the oldest version proxyshare accepts"
+            )
+        if not isinstance(exc, ssl.SSLEOFError):
+            return AuthenticationError(
+                f"the TLS connection to {where} failed ({reason or exc}): check the "
+                "server's certificate and the client's TLS settings"
+            )
+    return None
 
 
 # -- per-process, per-thread channel registry ---------------------------------
@@ -375,21 +545,34 @@ def close_all_channels() -> None:
 class ServerRef:
     """Where a server is and how to get in: what every proxy carries.
 
-    Pickles as ``(address, authkey)`` so proxies work in any process, under
-    any start method, with a custom authkey (the stdlib drops it).
+    Pickles as ``(address, authkey, tls)`` so proxies work in any process,
+    under any start method, with a custom authkey (the stdlib drops it).
+    ``tls`` (``tls://`` addresses only) holds file *paths*, never key
+    material: see ``proxyshare._tls``.
     """
 
-    __slots__ = ("_key", "address", "authkey")
+    __slots__ = ("_key", "address", "authkey", "tls")
 
-    def __init__(self, address: object, authkey: bytes) -> None:
+    def __init__(self, address: object, authkey: bytes, tls: TLSFiles | None = None) -> None:
         self.address: Address = parse_address(address)
         if not isinstance(authkey, (bytes, bytearray)):
             raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
         self.authkey = bytes(authkey)
-        self._key = (self.address, self.authkey)
+        if isinstance(self.address, TlsAddress):
+            if tls is None:
+                from proxyshare._tls import TLSFiles
+
+                tls = TLSFiles()  # the system's CAs, no client certificate
+        elif tls is not None:
+            raise ValueError(
+                f"TLS files were given for {format_address(self.address)}, which is not a "
+                "tls:// address: connect to tls://host:port"
+            )
+        self.tls = tls
+        self._key = (self.address, self.authkey, tls)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ServerRef, (self.address, self.authkey))
+        return (ServerRef, (self.address, self.authkey, self.tls))
 
     def __repr__(self) -> str:  # never show the key
         return f"ServerRef({format_address(self.address)!r})"
@@ -411,7 +594,7 @@ class ServerRef:
         if channel is None or channel.closed or channel.pid != pid or channel.stale():
             if channel is not None and channel.pid == pid and not channel.closed:
                 channel.close()  # the server dropped it; nothing was in flight
-            channel = Channel(self.address, self.authkey)
+            channel = Channel(self.address, self.authkey, tls=self.tls)
             channels[self._key] = channel
             with _all_lock:
                 _all.add(channel)

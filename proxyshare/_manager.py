@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
-from proxyshare._address import Address, format_address, is_redis_url, parse_address
+from proxyshare._address import Address, TlsAddress, format_address, is_redis_url, parse_address
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from proxyshare._backends.shm.adder import Adder
     from proxyshare._pipeline import Pipeline
     from proxyshare._server import ShareServer
+    from proxyshare._tls import TLSFiles
 
 __all__ = ["ShareManager", "connect"]
 
@@ -67,6 +68,8 @@ class ShareManager(managers.BaseManager):
     ``ShareManager(address=..., authkey=...)`` with ``start()``/``shutdown()``
     works as for any ``BaseManager``; the default address is a unix socket
     in a private temporary directory and the default key is random.
+    ``tls_ca``/``tls_cert``/``tls_key`` are how ``connect()`` reaches a
+    ``tls://`` server (see :func:`connect`).
     """
 
     # Set by ``BaseManager.__init__``; the type stubs do not declare them.
@@ -82,6 +85,10 @@ class ShareManager(managers.BaseManager):
         authkey: bytes | str | None = None,
         serializer: str = "pickle",
         ctx: BaseContext | None = None,
+        *,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
         if serializer != "pickle":
             raise ValueError(
@@ -95,14 +102,28 @@ class ShareManager(managers.BaseManager):
             raise TypeError(f"authkey must be bytes (or str), not {type(authkey).__name__}")
         super().__init__(parsed, None if authkey is None else bytes(authkey), serializer, ctx)
         self._ref: ServerRef | None = None
+        _check_tls_arguments(parsed, tls_ca, tls_cert, tls_key)
+        self._tls_given = (tls_ca, tls_cert, tls_key)
+        self._tls: TLSFiles | None = None  # resolved when connecting (set by _reconnect)
 
     # -- server lifecycle ------------------------------------------------------------
 
-    def get_server(self) -> ShareServer:
+    def get_server(
+        self,
+        *,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
+        max_connections: int | None = None,
+        max_handshakes: int | None = None,
+    ) -> ShareServer:
         """A server to run in this process (``proxyshare serve`` uses this).
 
         The stdlib's version builds a plain ``Server``; this one builds a
         ``ShareServer`` so every way of serving has the same features.
+        ``tls_cert``/``tls_key`` serve TLS (``tls_client_ca``: mutual TLS);
+        ``max_connections``/``max_handshakes`` cap open connections and those
+        not yet authenticated (see ``ShareServer``).
         """
         if self._state.value != _State.INITIAL:
             raise ProxyShareError(
@@ -110,7 +131,17 @@ class ShareManager(managers.BaseManager):
             )
         from proxyshare._server.embedded import make_server
 
-        return make_server(self._registry, self._address, self._authkey, self._serializer)
+        return make_server(
+            self._registry,
+            self._address,
+            self._authkey,
+            self._serializer,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+            max_connections=max_connections,
+            max_handshakes=max_handshakes,
+        )
 
     @classmethod
     def _run_server(
@@ -134,6 +165,12 @@ class ShareManager(managers.BaseManager):
 
     def start(self, initializer: Any = None, initargs: Iterable[Any] = ()) -> None:
         """Start the embedded server process (it exits if this process dies)."""
+        if isinstance(self._address, TlsAddress):
+            raise ProxyShareError(
+                f"ShareManager.start() does not serve TLS ({format_address(self._address)}): "
+                "run `proxyshare serve --tls-cert FILE --tls-key FILE` (or serve "
+                "get_server(tls_cert=..., tls_key=...)) and connect to it"
+            )
         super().start(initializer, initargs)
         if isinstance(self._address, ProxyShareError):  # sent instead of an address
             failure = self._address
@@ -143,7 +180,11 @@ class ShareManager(managers.BaseManager):
 
     def connect(self) -> None:
         """Connect to a server started elsewhere; raise at once if it is not there."""
-        ref = ServerRef(self._address, bytes(self._authkey))
+        if self._tls is None and isinstance(self._address, TlsAddress):
+            from proxyshare._tls import client_files
+
+            self._tls = client_files(*self._tls_given)  # the environment fills the gaps
+        ref = ServerRef(self._address, bytes(self._authkey), self._tls)
         ref.channel()  # handshake now, so a wrong key or address fails here
         self._ref = ref
         self._state.value = _State.STARTED
@@ -165,7 +206,7 @@ class ShareManager(managers.BaseManager):
     def __reduce__(self) -> tuple[Any, ...]:
         # A manager passed to a worker arrives connected to the same server.
         ref = self.server_ref
-        return (_reconnect, (ref.address, ref.authkey))
+        return (_reconnect, (ref.address, ref.authkey, ref.tls))
 
     # -- where and how ------------------------------------------------------------
 
@@ -270,19 +311,47 @@ class ShareManager(managers.BaseManager):
         return Pipeline(self.server_ref)
 
 
-def _reconnect(address: Address, authkey: bytes) -> ShareManager:
+def _reconnect(address: Address, authkey: bytes, tls: TLSFiles | None = None) -> ShareManager:
     manager = ShareManager(address, authkey=authkey)
+    manager._tls = tls  # the paths the parent resolved, not this process's environment
     manager.connect()
     return manager
 
 
-def connect(address: object = None, authkey: bytes | str | None = None) -> Manager:
+def _check_tls_arguments(address: Address | None, *files: object) -> None:
+    """TLS files make sense for a ``tls://`` address only (the environment's are ignored)."""
+    if isinstance(address, TlsAddress):
+        return
+    names = ("tls_ca", "tls_cert", "tls_key")
+    given = [name for name, v in zip(names, files, strict=True) if v is not None]
+    if given:
+        where = "no address" if address is None else format_address(address)
+        raise ProxyShareError(
+            f"{', '.join(given)} given for {where}, which is not a tls:// address: "
+            "use tls://host:port (a server started with --tls-cert)"
+        )
+
+
+def connect(
+    address: object = None,
+    authkey: bytes | str | None = None,
+    *,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+) -> Manager:
     """Connect to a running server and return a connected manager.
 
-    ``address`` is ``"host:port"``, ``("host", port)``, ``"unix:/path"`` or a
-    ``redis://`` URL; without it ``PROXYSHARE_ADDRESS`` is used.  Without
-    ``authkey``, ``PROXYSHARE_AUTHKEY`` or the file named by
+    ``address`` is ``"host:port"``, ``("host", port)``, ``"tls://host:port"``,
+    ``"unix:/path"`` or a ``redis://`` URL; without it ``PROXYSHARE_ADDRESS``
+    is used.  Without ``authkey``, ``PROXYSHARE_AUTHKEY`` or the file named by
     ``PROXYSHARE_AUTHKEY_FILE`` is used.
+
+    For ``tls://``: ``tls_ca`` is the CA file that signed the server's
+    certificate (default: the system's CAs), ``tls_cert``/``tls_key`` the
+    client certificate and key for mutual TLS; each defaults to
+    ``PROXYSHARE_TLS_CA``/``_CERT``/``_KEY``.  The server's hostname is
+    verified.  Proxies pickled into workers carry these paths, not the files.
 
     >>> client = connect("127.0.0.1:50000", authkey=b"secret")   # doctest: +SKIP
     >>> client.counter("hits").increment()                       # doctest: +SKIP
@@ -295,6 +364,11 @@ def connect(address: object = None, authkey: bytes | str | None = None) -> Manag
                 "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
             )
     if is_redis_url(address):
+        if tls_ca or tls_cert or tls_key:
+            raise ProxyShareError(
+                "tls_ca/tls_cert/tls_key are for tls:// addresses; Redis takes its TLS "
+                "settings in a rediss:// URL"
+            )
         from proxyshare._backends.redis.manager import RedisManager
 
         return RedisManager(address)
@@ -305,7 +379,9 @@ def connect(address: object = None, authkey: bytes | str | None = None) -> Manag
                 "no authkey given: pass authkey=... or set PROXYSHARE_AUTHKEY or "
                 "PROXYSHARE_AUTHKEY_FILE"
             )
-    manager = ShareManager(address, authkey=authkey)
+    manager = ShareManager(
+        address, authkey=authkey, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+    )
     manager.connect()
     util.debug("proxyshare connected to %s", format_address(manager.server_ref.address))
     return manager

@@ -42,6 +42,7 @@ __all__ = [
     "OPS",
     "PICKLE_PROTOCOL",
     "PROTOCOL_VERSION",
+    "TLS_REQUIRED",
     "Op",
     "ack_frame",
     "ops_of",
@@ -49,6 +50,10 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: What a TLS server sends, as one frame, to a peer that connected but did not
+#: start TLS: a plain client waits for the HMAC challenge, and reads this instead.
+TLS_REQUIRED = b"#PROXYSHARE-TLS-REQUIRED#"
 
 OK = 0
 ERROR = 1

@@ -101,6 +101,13 @@ def _render_results(report: BenchReport) -> list[Any]:
         notes.append("‡ per queue item, × queue-initializer")
     if not micro:
         notes.append("trips/op: requests the server counted")
+        connects = {
+            m.scenario: f"{m.scenario} {m.connect_us / 1e3:.2f} ms"
+            for m in report.measurements
+            if m.connect_us is not None
+        }
+        if connects:
+            notes.append("a new connection: " + ", ".join(connects.values()))
     out: list[Any] = [table]
     if notes:
         out.append(Text("; ".join(notes), style="dim"))

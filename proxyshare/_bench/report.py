@@ -42,8 +42,8 @@ __all__ = [
 SCENARIOS = S.SCENARIOS
 # Of BenchReport's JSON: bumped when a field is added, renamed or changes
 # meaning.  1: no schema_version field; 2: + schema_version, verdict,
-# Measurement.family.
-SCHEMA_VERSION = 2
+# Measurement.family; 3: + Run.connect_us, Measurement.connect_us.
+SCHEMA_VERSION = 3
 # Per worker (x ops_scale for the ~1 µs scenarios): the default run takes
 # about 20-30 s on 2 busy cores, well under a minute.
 DEFAULT_OPS = 10_000
@@ -55,6 +55,7 @@ ALIASES: dict[str, list[str]] = {
     "default": [name for name, spec in SCENARIOS.items() if spec.default],
     "all": list(SCENARIOS),
     "queue": [name for name in SCENARIOS if name.startswith("queue-")],
+    "tls": ["proxyshare-tcp", "proxyshare-tls"],
 }
 
 Progress = Callable[[int, int, str], None]
@@ -132,6 +133,7 @@ class Run(BaseModel):
     expected: int
     observed: int
     round_trips_per_op: float | None = None
+    connect_us: float | None = None  # opening one new connection (served over TCP), median
 
 
 class Measurement(BaseModel):
@@ -159,6 +161,7 @@ class Measurement(BaseModel):
     racy: bool
     correct: bool  # every run's total was exact
     round_trips_per_op: float | None = None  # proxyshare scenarios, from server stats
+    connect_us: float | None = None  # proxyshare-tcp/-tls: a new connection's cost, µs
     runs: list[Run]
 
 

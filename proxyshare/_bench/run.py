@@ -227,6 +227,7 @@ def _run_once(
             expected=prepared.expected,
             observed=observed,
             round_trips_per_op=round_trips,
+            connect_us=prepared.connect_us,
         )
     finally:
         for cleanup in prepared.cleanup:
@@ -248,6 +249,7 @@ def _summarise(name: str, workers: int, runs: list[Run]) -> Measurement:
     median = statistics.median(costs)
     lost = max(r.expected - r.observed for r in runs)
     trips = [r.round_trips_per_op for r in runs if r.round_trips_per_op is not None]
+    connects = [r.connect_us for r in runs if r.connect_us is not None]
     last = runs[-1]
     return Measurement(
         scenario=name,
@@ -269,6 +271,7 @@ def _summarise(name: str, workers: int, runs: list[Run]) -> Measurement:
         racy=spec.racy,
         correct=all(r.expected == r.observed for r in runs),
         round_trips_per_op=statistics.median(trips) if trips else None,
+        connect_us=statistics.median(connects) if connects else None,
         runs=runs,
     )
 

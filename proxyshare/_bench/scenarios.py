@@ -173,6 +173,18 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
             ops_scale=10,
         ),
         _spec(
+            "proxyshare-tcp",
+            "counter.increment() over loopback TCP: the baseline of proxyshare-tls",
+            "proxyshare (served)",
+            family="served",
+        ),
+        _spec(
+            "proxyshare-tls",
+            "counter.increment() over tls:// (loopback; certificates made at run time)",
+            "proxyshare (served)",
+            family="served",
+        ),
+        _spec(
             "proxyshare-shm",
             "mgr.counter(name, shared_memory=True).increment()",
             "proxyshare (shared memory)",
@@ -266,6 +278,7 @@ class Prepared:
     # proxyshare scenarios: the server's operation count, for round trips per op.
     operations: Callable[[], int] | None = None
     setup_calls: int = 0  # per worker, before the barrier (subtracted from round trips)
+    connect_us: float | None = None  # served over TCP: opening one new connection, median
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -287,6 +300,8 @@ class BenchEnv:
         self._redis_client: Any = None
         self._closers: list[Callable[[], None]] = []
         self._inherited: dict[str, Any] | None = None
+        self._tcp: dict[bool, tuple[Any, float]] = {}  # tls? -> (client, connect µs)
+        self._certs: Any = None
 
     # -- servers ---------------------------------------------------------------
 
@@ -343,6 +358,66 @@ class BenchEnv:
 
             self._closers.append(stop)
         return self._floor
+
+    def tcp_share(self, tls: bool) -> tuple[Any, float]:
+        """A client of a server process on loopback TCP, with TLS or not, and its connect cost.
+
+        Both servers are started the same way, so the two scenarios differ
+        by TLS alone.  The connect cost is the median µs of opening a new
+        connection (TCP, TLS, HMAC handshake, HELLO) and closing it.
+        """
+        if tls not in self._tcp:
+            files = self.bench_certs() if tls else None
+            authkey = secrets.token_bytes(16)
+            reader, writer = self.ctx.Pipe(duplex=False)
+            ctx: Any = self.ctx  # BaseContext's stubs lack Process
+            cert = key = None
+            if files is not None:
+                cert, key = str(files.cert), str(files.key)
+            proc = ctx.Process(
+                target=serve_tcp,
+                args=(writer, authkey, cert, key),
+                name="proxyshare-bench-tcp",
+                daemon=True,
+            )
+            proc.start()
+            writer.close()
+
+            def stop() -> None:
+                proc.kill()
+                proc.join(5)
+
+            self._closers.append(stop)
+            if not reader.poll(60):
+                raise Skip("the TCP server did not start within 60 s")
+            address = reader.recv()
+            reader.close()
+            if isinstance(address, BaseException):
+                raise Skip(f"the TCP server could not start: {address}")
+            from proxyshare._manager import ShareManager
+
+            tls_ca = None if files is None else files.ca
+            client = ShareManager(address, authkey=authkey, tls_ca=tls_ca)
+            client.connect()
+            self._tcp[tls] = (client, _connect_cost(client.server_ref))
+        return self._tcp[tls]
+
+    def bench_certs(self) -> Any:
+        """Throwaway certificates for the TLS scenario (``Skip`` if none can be made)."""
+        if self._certs is None:
+            import shutil
+            import tempfile
+            from pathlib import Path
+
+            from proxyshare._bench.certs import CertificatesUnavailable, make_certificates
+
+            directory = Path(tempfile.mkdtemp(prefix="proxyshare-bench-tls-"))
+            self._closers.append(lambda: shutil.rmtree(directory, ignore_errors=True))
+            try:
+                self._certs = make_certificates(directory)
+            except CertificatesUnavailable as exc:
+                raise Skip(str(exc)) from None
+        return self._certs
 
     def redis(self) -> Any:
         """A redis-py client for the parent, or ``Skip`` saying why there is none."""
@@ -429,6 +504,59 @@ def _share(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Pr
         batch = min(PIPELINE_BATCH, ops)
         return Prepared("pipeline", (mgr, name, batch), workers * ops, counter.get, **common)
     raise KeyError(scenario)
+
+
+def _tcp(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    client, connect_us = env.tcp_share(tls=scenario == "proxyshare-tls")
+    counter = client.counter(env.name(scenario, tag))
+
+    def operations() -> int:
+        return int(client.status()["server"]["operations"])
+
+    return Prepared(
+        "counter",
+        (counter,),
+        workers * ops,
+        counter.get,
+        operations=operations,
+        setup_calls=1,
+        connect_us=connect_us,
+    )
+
+
+CONNECTS = 20  # new connections timed per server, for the connect cost
+
+
+def _connect_cost(ref: Any) -> float:
+    """Median µs to open (and close) one new connection to ``ref``'s server."""
+    import statistics
+
+    from proxyshare._client import Channel
+
+    costs = []
+    for _ in range(CONNECTS):
+        start = time.perf_counter()
+        channel = Channel(ref.address, ref.authkey, tls=ref.tls)
+        costs.append((time.perf_counter() - start) * 1e6)
+        channel.close()
+    return statistics.median(costs)
+
+
+def serve_tcp(writer: Any, authkey: bytes, cert: str | None, key: str | None) -> None:
+    """Body of the TCP (or, with ``cert``, TLS) server process; sends its address first."""
+    try:
+        from proxyshare._manager import ShareManager
+
+        server = ShareManager(("127.0.0.1", 0), authkey=authkey).get_server(
+            tls_cert=cert, tls_key=key
+        )
+    except Exception as exc:  # the parent skips the scenario, saying why
+        writer.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        writer.close()
+        return
+    writer.send(server.address)
+    writer.close()
+    server.serve_forever()
 
 
 def _shm(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
@@ -554,6 +682,8 @@ _PREPARE: dict[str, Callable[[BenchEnv, str, int, int, str], Prepared]] = {
     "proxyshare-dict": _share,
     "proxyshare-pipeline": _share,
     "proxyshare-clients": _share,
+    "proxyshare-tcp": _tcp,
+    "proxyshare-tls": _tcp,
     "proxyshare-shm": _shm,
     "proxyshare-shm-lock": _shm,
     "proxyshare-adder": _adder,

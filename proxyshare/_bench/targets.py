@@ -105,6 +105,13 @@ def compute_targets(report: BenchReport) -> list[Target]:
             10.0,
         ),
         (
+            "tls-vs-tcp",
+            "served counter over TLS ÷ over plain TCP, µs/op",
+            _tls_ratio(report, w),
+            "<=",
+            1.5,
+        ),
+        (
             "redis-backend-vs-redis",
             "proxyshare on Redis ÷ redis-py INCR, µs/op",
             ratio("proxyshare-redis", "redis"),
@@ -129,6 +136,23 @@ def compute_targets(report: BenchReport) -> list[Target]:
             )
         )
     return out
+
+
+def _tls_ratio(report: BenchReport, w: int) -> tuple[float | None, str]:
+    """TLS ÷ TCP per op; the detail gives each one's cost of a new connection."""
+    tls, tcp = report.measurement("proxyshare-tls", w), report.measurement("proxyshare-tcp", w)
+    if tls is None or tcp is None:
+        missing = " and ".join(
+            n for n, m in (("proxyshare-tls", tls), ("proxyshare-tcp", tcp)) if m is None
+        )
+        return None, f"{missing} not measured (add --scenarios tls)"
+    detail = f"{tls.us_per_op:.2f} ÷ {tcp.us_per_op:.2f} µs"
+    if tls.connect_us is not None and tcp.connect_us is not None:
+        detail += (
+            f"; a new connection: {tls.connect_us / 1e3:.2f} ms with TLS, "
+            f"{tcp.connect_us / 1e3:.2f} ms without"
+        )
+    return tls.us_per_op / tcp.us_per_op, detail
 
 
 def _round_trips(report: BenchReport, name: str, w: int) -> tuple[float | None, str]:

@@ -12,7 +12,13 @@ Validation happens here, once, with messages that say what is wrong and what
 to do; ``_cli`` turns :class:`ConfigError` into a usage error (exit code 2).
 The secure defaults live here too: loopback address, no non-loopback server
 without a key chosen by the user, private directories for unix sockets and
-generated keys.
+generated keys, TLS private keys readable by their owner only.
+
+TLS files come from a flag, else the environment.  ``serve`` reads its own
+certificate from ``PROXYSHARE_TLS_SERVER_CERT``/``_KEY`` (and
+``PROXYSHARE_TLS_CLIENT_CA``), not from the clients' ``PROXYSHARE_TLS_CERT``/
+``_KEY``: a shell that runs both must not hand the server's certificate to
+its clients as theirs.
 
 This module imports pydantic; ``import proxyshare`` must never import it.
 """
@@ -32,7 +38,13 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError, field_validator
 
-from proxyshare._address import format_address, is_loopback, is_redis_url, parse_address
+from proxyshare._address import (
+    TlsAddress,
+    format_address,
+    is_loopback,
+    is_redis_url,
+    parse_address,
+)
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import generate_authkey, read_key_file, write_key_file
 
@@ -42,6 +54,14 @@ __all__ = [
     "ENV_AUTHKEY",
     "ENV_AUTHKEY_FILE",
     "ENV_LOG_LEVEL",
+    "ENV_MAX_CONNECTIONS",
+    "ENV_MAX_HANDSHAKES",
+    "ENV_TLS_CA",
+    "ENV_TLS_CERT",
+    "ENV_TLS_CLIENT_CA",
+    "ENV_TLS_KEY",
+    "ENV_TLS_SERVER_CERT",
+    "ENV_TLS_SERVER_KEY",
     "ClientSettings",
     "ConfigError",
     "GeneratedKey",
@@ -60,6 +80,14 @@ ENV_ADDRESS = "PROXYSHARE_ADDRESS"
 ENV_AUTHKEY = "PROXYSHARE_AUTHKEY"
 ENV_AUTHKEY_FILE = "PROXYSHARE_AUTHKEY_FILE"
 ENV_LOG_LEVEL = "PROXYSHARE_LOG_LEVEL"
+ENV_TLS_CA = "PROXYSHARE_TLS_CA"
+ENV_TLS_CERT = "PROXYSHARE_TLS_CERT"
+ENV_TLS_KEY = "PROXYSHARE_TLS_KEY"
+ENV_TLS_SERVER_CERT = "PROXYSHARE_TLS_SERVER_CERT"
+ENV_TLS_SERVER_KEY = "PROXYSHARE_TLS_SERVER_KEY"
+ENV_TLS_CLIENT_CA = "PROXYSHARE_TLS_CLIENT_CA"
+ENV_MAX_CONNECTIONS = "PROXYSHARE_MAX_CONNECTIONS"
+ENV_MAX_HANDSHAKES = "PROXYSHARE_MAX_HANDSHAKES"
 _GROUP_OTHER = stat.S_IRWXG | stat.S_IRWXO
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -85,13 +113,20 @@ class ClientSettings(BaseModel):
     authkey: SecretBytes | None = Field(default=None, description="the key; never shown")
     key_source: KeySource | None = Field(default=None, description="where the key came from")
     authkey_file: Path | None = Field(default=None, description="key file, if the key has one")
+    tls_ca: Path | None = Field(default=None, description="tls://: CA that signed the server")
+    tls_cert: Path | None = Field(default=None, description="tls://: client certificate")
+    tls_key: Path | None = Field(default=None, description="tls://: client private key")
 
-    @field_validator("address", mode="before")
+    @field_validator("address", mode="wrap")
     @classmethod
-    def _parse_address(cls, value: Any) -> Any:
+    def _parse_address(cls, value: Any, handler: Any) -> Any:
         if is_redis_url(value):
             return value
-        return parse_address(value)  # ValueError names the accepted forms
+        return parse_address(value)  # as is: a TlsAddress stays one; ValueError names the forms
+
+    @property
+    def is_tls(self) -> bool:
+        return isinstance(self.address, TlsAddress)
 
     @property
     def is_redis(self) -> bool:
@@ -116,6 +151,15 @@ class ServeSettings(ClientSettings):
     """Everything ``proxyshare serve`` needs; ``authkey`` is None until generated."""
 
     log_level: LogLevel = Field(default="WARNING", description="level of the stderr log")
+    tls_server_cert: Path | None = Field(default=None, description="serve TLS: certificate")
+    tls_server_key: Path | None = Field(default=None, description="serve TLS: private key")
+    tls_client_ca: Path | None = Field(default=None, description="mutual TLS: clients' CA")
+    max_connections: int | None = Field(default=None, ge=1, description="open connections cap")
+    max_handshakes: int | None = Field(default=None, ge=1, description="in-handshake cap")
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.tls_server_cert is not None
 
 
 _Settings = TypeVar("_Settings", bound=ClientSettings)
@@ -138,10 +182,26 @@ def load_client_settings(
     address: str | None = None,
     authkey_file: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> ClientSettings:
     """Settings for a command that connects to a server; raises ConfigError."""
     env = os.environ if environ is None else environ
     fields = _common_fields(address, authkey_file, env)
+    flags = {"--tls-ca": tls_ca, "--tls-cert": tls_cert, "--tls-key": tls_key}
+    if _is_tls(fields["address"]):
+        for (flag, value), variable in zip(
+            flags.items(), (ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY), strict=True
+        ):
+            fields[flag[2:].replace("-", "_")] = value or env.get(variable) or None
+        if fields["tls_key"] and not fields["tls_cert"]:
+            raise ConfigError(
+                f"a TLS client key without its certificate: give --tls-cert (or {ENV_TLS_CERT})"
+            )
+    else:
+        _refuse_tls_flags(flags, fields)
     settings = _build(ClientSettings, fields)
     if settings.authkey is None and not settings.is_redis:
         raise ConfigError(
@@ -161,17 +221,30 @@ def load_serve_settings(
     authkey_file: str | None = None,
     log_level: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    max_connections: int | None = None,
+    max_handshakes: int | None = None,
 ) -> ServeSettings:
     """Settings for ``proxyshare serve``; raises ConfigError.
 
     Without any key this returns ``authkey=None``: the caller generates one
     with :func:`generate_key_file` (kept out of here: it writes files).
+    The TLS files are checked here (readable, usable, key owner-only).
     """
     env = os.environ if environ is None else environ
     fields = _common_fields(address, authkey_file, env)
     level = log_level or env.get(ENV_LOG_LEVEL) or "WARNING"
     fields["log_level"] = level.upper()
+    fields["tls_server_cert"] = tls_cert or env.get(ENV_TLS_SERVER_CERT) or None
+    fields["tls_server_key"] = tls_key or env.get(ENV_TLS_SERVER_KEY) or None
+    fields["tls_client_ca"] = tls_client_ca or env.get(ENV_TLS_CLIENT_CA) or None
+    fields["max_connections"] = _positive(max_connections, ENV_MAX_CONNECTIONS, env)
+    fields["max_handshakes"] = _positive(max_handshakes, ENV_MAX_HANDSHAKES, env)
     settings = _build(ServeSettings, fields)
+    _check_serve_tls(settings)
     if settings.is_redis:
         raise ConfigError(
             f"cannot serve on {settings.display_address!r}: a redis:// URL names a Redis "
@@ -185,6 +258,63 @@ def load_serve_settings(
             f"or listen on a loopback address such as {DEFAULT_ADDRESS}"
         )
     return settings
+
+
+def _is_tls(address: Any) -> bool:
+    return isinstance(address, str) and address.strip().startswith("tls://")
+
+
+def _refuse_tls_flags(flags: dict[str, str | None], fields: dict[str, Any]) -> None:
+    """TLS flags name a tls:// server; the environment's TLS files are ignored for others."""
+    given = [flag for flag, value in flags.items() if value]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} given, but the address {fields['address']!r} (from "
+            f"{fields['address_source']}) is not tls://: use --address tls://HOST:PORT"
+        )
+
+
+def _positive(flag: int | None, variable: str, env: Mapping[str, str]) -> int | None:
+    if flag is not None:
+        value: object = flag
+        source = "--" + variable.removeprefix("PROXYSHARE_").lower().replace("_", "-")
+    elif env.get(variable):
+        value, source = env[variable].strip(), variable
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+    else:
+        return None
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"invalid {source} {value!r}: expected a positive whole number")
+    return value
+
+
+def _check_serve_tls(settings: ServeSettings) -> None:
+    cert = settings.tls_server_cert
+    if cert is None:
+        if settings.tls_server_key or settings.tls_client_ca:
+            raise ConfigError(
+                "--tls-key and --tls-client-ca need --tls-cert (or "
+                f"{ENV_TLS_SERVER_CERT}): the server's certificate"
+            )
+        if settings.is_tls:
+            raise ConfigError(
+                f"{settings.display_address} (from {settings.address_source}) needs a "
+                f"certificate: give --tls-cert and --tls-key (or {ENV_TLS_SERVER_CERT} and "
+                f"{ENV_TLS_SERVER_KEY})"
+            )
+        return
+    if isinstance(settings.address, str):
+        raise ConfigError(
+            f"TLS is for TCP addresses, not {settings.display_address}: a unix socket is "
+            "reachable from this machine only; serve TLS on HOST:PORT"
+        )
+    from proxyshare._tls import server_context
+
+    try:  # read and check the files now: a mistake is a usage error, before listening
+        server_context(cert, settings.tls_server_key, settings.tls_client_ca)
+    except ProxyShareError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _common_fields(

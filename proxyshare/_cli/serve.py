@@ -21,6 +21,37 @@ def register(sub: Any) -> None:
     )
     add_server_options(serve)
     serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve TLS with this certificate, PEM (default: $PROXYSHARE_TLS_SERVER_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        help="the certificate's private key, readable by its owner only "
+        "(default: $PROXYSHARE_TLS_SERVER_KEY)",
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="mutual TLS: require client certificates signed by this CA "
+        "(default: $PROXYSHARE_TLS_CLIENT_CA)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="refuse connections beyond N open ones (default: $PROXYSHARE_MAX_CONNECTIONS, "
+        "else the open-file limit less 64)",
+    )
+    serve.add_argument(
+        "--max-handshakes",
+        type=int,
+        metavar="N",
+        help="connections not yet authenticated; one more evicts the oldest "
+        "(default: $PROXYSHARE_MAX_HANDSHAKES, else 256)",
+    )
+    serve.add_argument(
         "--log-level",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -33,12 +64,21 @@ def run(args: argparse.Namespace) -> int:
     """Run a server in the foreground until SIGINT/SIGTERM (exit 0)."""
     import logging
 
-    from proxyshare._address import Address, format_address
+    from proxyshare._address import Address, format_address, is_loopback
     from proxyshare._cli import config as _config
     from proxyshare._manager import ShareManager
 
     try:
-        settings = _config.load_serve_settings(args.address, args.authkey_file, args.log_level)
+        settings = _config.load_serve_settings(
+            args.address,
+            args.authkey_file,
+            args.log_level,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            max_connections=args.max_connections,
+            max_handshakes=args.max_handshakes,
+        )
         logging.basicConfig(
             stream=sys.stderr,
             level=settings.log_level,
@@ -60,12 +100,26 @@ def run(args: argparse.Namespace) -> int:
     try:
         where = settings.display_address
         try:
-            server = ShareManager(settings.address, authkey=authkey).get_server()
+            server = ShareManager(settings.address, authkey=authkey).get_server(
+                tls_cert=settings.tls_server_cert,
+                tls_key=settings.tls_server_key,
+                tls_client_ca=settings.tls_client_ca,
+                max_connections=settings.max_connections,
+                max_handshakes=settings.max_handshakes,
+            )
         except OSError as exc:
             raise _listen_error(where, exc) from None
         try:
             stopper.attach(server)
             listening = format_address(cast(Address, server.address))
+            if not settings.serves_tls and not is_loopback(settings.address):
+                print(
+                    f"proxyshare serve: warning: {listening} is reachable from other machines "
+                    "without TLS: the authkey is checked, but anyone on the way can read and "
+                    "alter the traffic (give --tls-cert and --tls-key)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(f"proxyshare serve: listening on {listening} ({key_note})", flush=True)
         except BaseException:
             server.close()  # serve_forever() would have; the socket file must go

@@ -20,6 +20,22 @@ def register(sub: Any) -> None:
     )
     add_server_options(status)
     status.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="tls://: the CA that signed the server's certificate "
+        "(default: $PROXYSHARE_TLS_CA, else the system's CAs)",
+    )
+    status.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="tls://: client certificate, for mutual TLS (default: $PROXYSHARE_TLS_CERT)",
+    )
+    status.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        help="tls://: the client certificate's private key (default: $PROXYSHARE_TLS_KEY)",
+    )
+    status.add_argument(
         "--json",
         action="store_true",
         help="print a JSON report (schema: proxyshare._cli.status_report.StatusReport)",
@@ -35,11 +51,20 @@ def run(args: argparse.Namespace) -> int:
     from proxyshare._manager import connect
 
     try:
-        settings = _config.load_client_settings(args.address, args.authkey_file)
+        settings = _config.load_client_settings(
+            args.address,
+            args.authkey_file,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
     except _config.ConfigError as exc:
         raise UsageError(str(exc)) from None
     key = None if settings.authkey is None else settings.key_bytes()
-    client = connect(settings.address, authkey=key)
+    tls: dict[str, Any] = {}
+    if settings.is_tls:
+        tls = dict(tls_ca=settings.tls_ca, tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+    client = connect(settings.address, authkey=key, **tls)
     try:
         raw = client.status()
         own = _own_client_id(client)

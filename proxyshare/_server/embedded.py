@@ -23,9 +23,42 @@ __all__ = ["make_server", "run_embedded"]
 logger = logging.getLogger("proxyshare")
 
 
-def make_server(registry: Any, address: Any, authkey: bytes, serializer: str) -> ShareServer:
-    """A server to run in this process (``proxyshare serve``, tests)."""
-    return ShareServer(registry, address, authkey, serializer)
+def make_server(
+    registry: Any,
+    address: Any,
+    authkey: bytes,
+    serializer: str,
+    *,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_client_ca: str | os.PathLike[str] | None = None,
+    max_connections: int | None = None,
+    max_handshakes: int | None = None,
+) -> ShareServer:
+    """A server to run in this process (``proxyshare serve``, tests).
+
+    With ``tls_cert`` (and ``tls_key``, unless the certificate file holds
+    it) every connection is wrapped in TLS; ``tls_client_ca`` requires client
+    certificates signed by that CA (mutual TLS).
+    """
+    context = None
+    if tls_cert is not None:
+        from proxyshare._tls import server_context
+
+        context = server_context(tls_cert, tls_key, tls_client_ca)
+    elif tls_key is not None or tls_client_ca is not None:
+        raise ProxyShareError(
+            "--tls-key and --tls-client-ca need --tls-cert (the server's certificate)"
+        )
+    return ShareServer(
+        registry,
+        address,
+        authkey,
+        serializer,
+        tls=context,
+        max_connections=max_connections,
+        max_handshakes=max_handshakes,
+    )
 
 
 def run_embedded(

@@ -9,6 +9,11 @@ session, dispatches them straight to the named resource and answers; calls
 that must wait finish on worker threads.  When a connection drops (the client
 exited or was killed) the server releases everything its session held —
 locks, semaphore permits, barrier places, queue items in flight.
+
+Each new connection's handshake (TLS first, for a server with a certificate;
+then the HMAC challenge and the first request) runs on a thread of its own,
+within the caps of ``admission``, so peers that never finish cannot crowd
+out those that do.
 """
 
 from __future__ import annotations
@@ -26,17 +31,19 @@ import traceback
 from collections.abc import Callable
 from multiprocessing import connection as mpc
 from multiprocessing import managers, process
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from proxyshare import _protocol as P
 from proxyshare import _rules as rules
 from proxyshare import _wire
+from proxyshare._address import TlsAddress
 from proxyshare._errors import (
     PipelineFailure,
     ProxyShareError,
     ResourceKindError,
     ResourceNotFoundError,
 )
+from proxyshare._server.admission import Admission, Ticket
 from proxyshare._server.reactor import Reactor, Workers
 from proxyshare._server.resources import KINDS, QueueResource, Resource
 from proxyshare._server.resources.base import (
@@ -50,12 +57,16 @@ from proxyshare._server.resources.permits import Parked
 from proxyshare._server.session import Session, Waiting
 from proxyshare._wire import INCOMPLETE, FramedSocket, keepalive
 
+if TYPE_CHECKING:
+    import ssl
+
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_MESSAGE", "Session", "ShareServer"]
 
 logger = logging.getLogger("proxyshare.server")
 
 HANDSHAKE_TIMEOUT = 10.0  # an idle, unauthenticated connection is dropped after this
 MAX_MESSAGE = 1 << 30  # requests larger than 1 GiB are refused by the client
+LISTEN_BACKLOG = 1024  # connections the kernel queues until the accepter takes them
 _HOST = socket.gethostname()
 
 # Errors that answer a bad request; logged at INFO.  Anything else is a server
@@ -104,14 +115,52 @@ def _set_socket_options(conn: mpc.Connection, recv_timeout: float | None) -> Non
 
 
 class ShareServer(managers.Server):
-    """A manager server that also speaks proxyshare's lean session protocol."""
+    """A manager server that also speaks proxyshare's lean session protocol.
+
+    ``tls``: a server context (see ``proxyshare._tls.server_context``) wraps
+    every connection in TLS before any byte of the protocol; ``address`` is
+    then a ``TlsAddress``.  ``max_connections``/``max_handshakes`` cap open
+    connections and those not yet through the handshake (see ``admission``).
+    """
 
     # Set by ``managers.Server.__init__``; the type stubs do not declare them.
     listener: Any
     authkey: bytes
 
-    def __init__(self, registry: Any, address: Any, authkey: bytes, serializer: str) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        address: Any,
+        authkey: bytes,
+        serializer: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        max_connections: int | None = None,
+        max_handshakes: int | None = None,
+    ) -> None:
+        if tls is not None and not isinstance(address, tuple):
+            raise ProxyShareError(
+                "TLS is for TCP addresses (tls://host:port): a unix socket is reachable "
+                "from this machine only, and its directory's permissions guard it"
+            )
+        if isinstance(address, TlsAddress):
+            if tls is None:
+                raise ProxyShareError(
+                    "a tls:// address needs a certificate and key: pass --tls-cert and --tls-key"
+                )
+            address = (address.host, address.port)  # what multiprocessing's Listener takes
+        self.admission = Admission(
+            self._established, max_connections, max_handshakes, HANDSHAKE_TIMEOUT
+        )
         super().__init__(registry, address, authkey, serializer)
+        # The stdlib listens with a backlog of 16: under a burst of connections
+        # (a pool starting, or a flood) a full queue makes each new TCP client
+        # wait for a SYN retransmission, a second or more.  The kernel caps it.
+        with contextlib.suppress(AttributeError, OSError):
+            self.listener._listener._socket.listen(LISTEN_BACKLOG)
+        self.tls = tls
+        if tls is not None:
+            self.address = TlsAddress(*self.listener.address)
         self.stop_event = threading.Event()
         self.started = time.time()
         self.resources: dict[str, Resource] = {}
@@ -190,11 +239,45 @@ class ShareServer(managers.Server):
                 logger.warning("accepting a connection failed: %s", exc)
                 self.stop_event.wait(0.05)  # e.g. out of file descriptors: do not spin
                 continue
-            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+            try:
+                self._admit(conn)
+            except Exception:  # e.g. no thread could start: drop this one, keep accepting
+                logger.exception("admitting a connection failed; it was closed")
+                conn.close()
+
+    def _admit(self, conn: mpc.Connection) -> None:
+        """Hand a new connection to a handshake thread, or close it (over the caps)."""
+        client: Any = conn
+        greet: Callable[..., None] = self.handle_request
+        if self.tls is not None:  # TLS wraps a socket, not a Connection
+            client = socket.socket(fileno=os.dup(conn.fileno()))
+            conn.close()
+            greet = self._handle_tls
+        ticket = None
+        try:
+            ticket = self.admission.admit(client.fileno(), greet, client)
+            if ticket is None:  # over max_connections (logged): close before any byte
+                client.close()
+            elif not ticket.inherited:  # else an evicted connection's thread runs it
+                threading.Thread(
+                    target=self.admission.run,
+                    args=(ticket,),
+                    name="proxyshare-handshake",
+                    daemon=True,
+                ).start()
+        except BaseException:
+            if ticket is not None:
+                self.admission.release(ticket)
+            client.close()
+            raise
+
+    def _established(self) -> int:
+        """Connections past the handshake: lean sessions and stdlib connections."""
+        return len(self.sessions) + self.generic_connections
 
     # -- a new connection --------------------------------------------------------
 
-    def handle_request(self, conn: mpc.Connection) -> None:
+    def handle_request(self, conn: mpc.Connection, ticket: Ticket | None = None) -> None:
         """Authenticate, then serve a proxyshare session or one stdlib request."""
         try:
             try:
@@ -205,6 +288,8 @@ class ShareServer(managers.Server):
             except Exception as exc:  # bad key, garbage, idle: drop just this connection
                 logger.info("rejected a connection: %s: %s", type(exc).__name__, exc)
                 return
+            if ticket is not None and not self.admission.settle(ticket):
+                return  # evicted meanwhile (too many handshakes): its socket is shut
             _set_socket_options(conn, None)
             if isinstance(request, tuple) and request[:1] == (P.HELLO.code,) and len(request) == 5:
                 # From here on, frames are read straight off the socket (see _wire).
@@ -225,7 +310,56 @@ class ShareServer(managers.Server):
         except Exception:  # e.g. a malformed HELLO: log it here, not on a thread's stderr
             logger.exception("serving a connection failed; it was closed")
         finally:
+            if ticket is not None:
+                self.admission.release(ticket)  # before the descriptor can be reused
             conn.close()
+
+    def _handle_tls(self, raw: socket.socket, ticket: Ticket) -> None:
+        """TLS first, then the HMAC handshake inside it, then a lean session.
+
+        Registered user types (the stdlib's generic requests) are not served
+        over TLS: their stdlib proxies connect without it.
+        """
+        from proxyshare import _tls
+
+        context = cast("ssl.SSLContext", self.tls)  # the accepter calls this for TLS only
+        wrapped: ssl.SSLSocket | None = None
+        handed_over = False  # to a session, which closes it
+        try:
+            try:
+                deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+                if raw.family in (socket.AF_INET, socket.AF_INET6):
+                    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    keepalive(raw)
+                wrapped = _tls.start_server_tls(raw, context, deadline, P.TLS_REQUIRED)
+                wrapped.do_handshake()
+                wire = _tls.TLSFramedSocket(wrapped, max(0.001, deadline - time.monotonic()))
+                mpc.deliver_challenge(wire, self.authkey)  # type: ignore[arg-type]
+                mpc.answer_challenge(wire, self.authkey)  # type: ignore[arg-type]
+                request = pickle.loads(wire.recv_bytes())
+            except Exception as exc:  # no TLS, bad certificate, bad key, garbage, idle
+                logger.info("rejected a TLS connection: %s: %s", type(exc).__name__, exc)
+                return
+            hello = isinstance(request, tuple) and request[:1] == (P.HELLO.code,)
+            if not hello or len(request) != 5:
+                logger.info(
+                    "rejected a TLS connection: its first request was not a proxyshare "
+                    "HELLO (registered types are not served over TLS)"
+                )
+                return
+            if not self.admission.settle(ticket):
+                return  # evicted meanwhile (too many handshakes): its socket is shut
+            wire.sock.settimeout(None)  # calls may block (acquire)
+            self._start_session(wire, request)
+            handed_over = True
+        except Exception:  # e.g. a malformed HELLO: log it here, not on a thread's stderr
+            logger.exception("serving a TLS connection failed; it was closed")
+        finally:
+            self.admission.release(ticket)  # before the descriptor can be reused
+            if not handed_over:
+                raw.close()  # a no-op once wrapped: the SSL socket took the descriptor
+                if wrapped is not None:
+                    wrapped.close()
 
     def _serve_stdlib(self, conn: mpc.Connection, request: Any) -> None:
         """The stdlib manager's request handling, for registered user types."""

@@ -27,6 +27,7 @@ EXTERNAL = {
     "proxyshare-shm",
     "proxyshare-shm-lock",
     "proxyshare-adder",
+    "proxyshare-tls",
 }
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,7 +67,7 @@ def test_quick_bench_prints_the_results_table(quick_run: dict[str, Any]) -> None
 
 def test_the_verdict_is_printed_and_kept_in_the_json_report(quick_run: dict[str, Any]) -> None:
     report: BenchReport = quick_run["report"]
-    assert report.schema_version == 2
+    assert report.schema_version == 3
     assert report.verdict is not None
     assert report.verdict.sentences[0].startswith("On this machine, at 2 workers, a served counter")
     assert report.verdict.cheapest_passable is not None

@@ -240,6 +240,7 @@ def test_a_stopped_server_raises_within_the_deadline_instead_of_hanging(
     with running_manager() as mgr:
         counter, lock = mgr.counter("c"), mgr.lock("l")
         counter.increment()
+        assert lock.acquire()  # held here: the other thread's acquire must wait
         outcome: dict[str, Any] = {}
         go = threading.Event()
 
@@ -259,6 +260,7 @@ def test_a_stopped_server_raises_within_the_deadline_instead_of_hanging(
         pid = mgr._process.pid
         os.kill(pid, signal.SIGSTOP)
         try:
+            wait_until(lambda: _process_state(pid) == "T")  # stopped, not just signalled
             go.set()
             started = time.monotonic()
             with pytest.raises(proxyshare.ServerUnavailableError, match="did not answer within"):
@@ -275,6 +277,11 @@ def test_a_stopped_server_raises_within_the_deadline_instead_of_hanging(
     figures.record(
         "server SIGSTOPped, deadline 1 s", "acquire(timeout=1.5) raised", outcome["seconds"]
     )
+
+
+def _process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
 
 
 def test_the_call_timeout_comes_from_the_environment() -> None:

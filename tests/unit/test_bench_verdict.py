@@ -123,7 +123,7 @@ def test_the_verdict_is_stored_in_the_json_report() -> None:
     report = synthetic_report(TYPICAL)
     again = BenchReport.model_validate_json(report.model_dump_json())
     assert again.verdict == make_verdict(report)
-    assert again.schema_version == 2
+    assert again.schema_version == 3
 
 
 def test_a_report_with_nothing_comparable_still_gets_a_verdict() -> None:
