@@ -10,10 +10,17 @@ where ``EOFError``/``OSError``/``multiprocessing.AuthenticationError`` become
 Why one connection per thread: the server ties lock ownership to a
 connection, so two threads of one process must not share one, and a
 connection carries one request at a time.
+
+A connection ends cleanly (a ``BYE`` frame, then close) when its thread
+ends, when the process exits, or on ``close_all_channels()``: the server then
+takes the queue items it last handed out as done with.  A connection that
+just drops (the process was killed, a call was interrupted) gets them put
+back in their queue instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -22,6 +29,7 @@ import threading
 import time
 import weakref
 from multiprocessing import connection as mpc
+from multiprocessing import util
 from typing import Any, TypeVar
 
 from proxyshare import _protocol as P
@@ -52,12 +60,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
+_BYE = _dumps((P.BYE.code, None), P.PICKLE_PROTOCOL)
+_BYE_FRAME = len(_BYE).to_bytes(4, "big") + _BYE
+
+
+def _say_bye(wire: FramedSocket, pid: int) -> None:
+    """End a connection cleanly: BYE (never blocking), then close."""
+    if pid == _pid[0]:  # never on a connection inherited through fork: it is the parent's
+        with contextlib.suppress(OSError):  # the server has gone already: nobody to tell
+            wire.sock.send(_BYE_FRAME, socket.MSG_DONTWAIT)
+    wire.close()
+
+
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
     __slots__ = (
         "__weakref__",
         "_busy",
+        "_farewell",
         "_wire",
         "address",
         "closed",
@@ -72,6 +93,7 @@ class Channel:
         self.max_message = 1 << 16  # until the server says how much it accepts
         self.closed = False
         self._busy = False
+        self._farewell: weakref.finalize[Any, Any] | None = None
         self._wire = _open_connection(address, authkey, timeout)
         try:
             hello = (P.HELLO.code, None, self.pid, _HOST, threading.current_thread().name)
@@ -80,6 +102,8 @@ class Channel:
         except BaseException:
             self._wire.close()
             raise
+        # When this channel is collected (its thread ended) or at exit: a clean close.
+        self._farewell = weakref.finalize(self, _say_bye, self._wire, self.pid)
         self._wire.sock.settimeout(None)  # handshake done: calls may block (acquire)
 
     def stale(self) -> bool:
@@ -142,9 +166,21 @@ class Channel:
         raise error_from_reply(value)
 
     def close(self) -> None:
+        """Drop the connection (after a failure): no BYE, so queue items it got go back."""
         self.closed = True
         _forget(self)
+        if self._farewell is not None:
+            self._farewell.detach()
         self._wire.close()
+
+    def bye(self) -> None:
+        """Close cleanly: the server takes what this thread was handed as done with."""
+        if self._busy or self._farewell is None:
+            self.close()  # a call is under way (from another thread at exit): just drop it
+            return
+        self.closed = True
+        _forget(self)
+        self._farewell()
 
 
 def _describe(exc: BaseException) -> str:
@@ -256,11 +292,30 @@ def _forget(channel: Channel) -> None:
 
 
 def close_all_channels() -> None:
-    """Close every connection this process holds (tests, shutdown)."""
+    """Close every connection this process holds, cleanly (tests, shutdown, exit)."""
     with _all_lock:
         channels = list(_all)
     for channel in channels:
-        channel.close()
+        channel.bye()
+
+
+def _close_all_at_exit(_hook: object = None) -> None:
+    """Close every channel cleanly when this process exits.
+
+    Processes started by multiprocessing end with ``os._exit()``, which runs
+    no atexit hook (so no ``weakref.finalize``) but does run multiprocessing's
+    finalizers; a new process clears those, so this runs again after each start.
+    """
+    util.Finalize(None, close_all_channels, exitpriority=0)
+
+
+class _AtExit:
+    """A weak-referenceable anchor for ``util.register_after_fork``."""
+
+
+_at_exit = _AtExit()
+_close_all_at_exit()
+util.register_after_fork(_at_exit, _close_all_at_exit)
 
 
 class ServerRef:

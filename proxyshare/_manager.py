@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
+from proxyshare import _rules as rules
 from proxyshare._address import Address, format_address, parse_address
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
@@ -57,6 +58,10 @@ class ShareManager(managers.BaseManager):
     ``ShareManager(address=..., authkey=...)`` with ``start()``/``shutdown()``
     works as for any ``BaseManager``; the default address is a unix socket
     in a private temporary directory and the default key is random.
+
+    ``state_dir`` keeps the resources on disk (every change is recorded before
+    its reply) and restores them when a server starts on it again; ``fsync``
+    (``"always"``, ``"everysec"``, ``"no"``) decides what a power loss may take.
     """
 
     # Set by ``BaseManager.__init__``; the type stubs do not declare them.
@@ -72,6 +77,9 @@ class ShareManager(managers.BaseManager):
         authkey: bytes | str | None = None,
         serializer: str = "pickle",
         ctx: BaseContext | None = None,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        fsync: str = "everysec",
     ) -> None:
         if serializer != "pickle":
             raise ValueError(
@@ -85,6 +93,12 @@ class ShareManager(managers.BaseManager):
             raise TypeError(f"authkey must be bytes (or str), not {type(authkey).__name__}")
         super().__init__(parsed, None if authkey is None else bytes(authkey), serializer, ctx)
         self._ref: ServerRef | None = None
+        self._server_options: builtins.dict[str, Any] = {}
+        if state_dir is not None:
+            self._server_options = {
+                "state_dir": os.fspath(state_dir),
+                "fsync": rules.check_fsync(fsync),
+            }
 
     # -- server lifecycle ------------------------------------------------------------
 
@@ -100,7 +114,9 @@ class ShareManager(managers.BaseManager):
             )
         from proxyshare._server.embedded import make_server
 
-        return make_server(self._registry, self._address, self._authkey, self._serializer)
+        return make_server(
+            self._registry, self._address, self._authkey, self._serializer, **self._server_options
+        )
 
     @classmethod
     def _run_server(
@@ -124,6 +140,8 @@ class ShareManager(managers.BaseManager):
 
     def start(self, initializer: Any = None, initargs: Iterable[Any] = ()) -> None:
         """Start the embedded server process (it exits if this process dies)."""
+        if self._server_options:
+            initializer = _ServerStart(self._server_options, initializer)
         super().start(initializer, initargs)
         if isinstance(self._address, ProxyShareError):  # sent instead of an address
             failure = self._address
@@ -248,6 +266,22 @@ class ShareManager(managers.BaseManager):
         from proxyshare._pipeline import Pipeline
 
         return Pipeline(self.server_ref)
+
+
+class _ServerStart:
+    """The initializer ``start()`` hands the server process: the user's, plus our options.
+
+    ``BaseManager.start()`` passes nothing else through; ``run_embedded`` reads
+    ``proxyshare_server_options`` before it builds the server.
+    """
+
+    def __init__(self, options: builtins.dict[str, Any], initializer: Any) -> None:
+        self.proxyshare_server_options = options
+        self.initializer = initializer
+
+    def __call__(self, *args: Any) -> None:
+        if self.initializer is not None:
+            self.initializer(*args)
 
 
 def _reconnect(address: Address, authkey: bytes) -> ShareManager:

@@ -99,6 +99,8 @@ STATUS: Op[dict[str, Any]] = Op(3, method="status", **_MANAGER)
 NAMES: Op[dict[str, str]] = Op(4, method="names", **_MANAGER)
 PIPELINE: Op[list[Any]] = Op(5, method="pipeline", args=("requests",), **_MANAGER)
 PING: Op[Any] = Op(6, method="ping", args=("payload",), **_MANAGER)
+# A clean close: acknowledges what the session was handed (queue items); no reply.
+BYE: Op[None] = Op(7, method="bye", **_MANAGER)
 
 # -- counter ------------------------------------------------------------------------------
 COUNTER_GET: Op[int] = Op(10, "counter", "get")

@@ -3,6 +3,11 @@
 Both build a ``ShareServer`` (the stdlib's ``BaseManager`` would build a
 plain ``Server``).  An embedded server stops when the process that started
 it dies, which the stdlib's does not.
+
+``BaseManager.start()`` passes the server process nothing but the stdlib's
+arguments, so ``ShareManager`` sends its own server options (the state dir)
+in the initializer's place: an object with a ``proxyshare_server_options``
+dict (see ``ShareManager.start``).
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from typing import Any
 
 from proxyshare._errors import ProxyShareError
 from proxyshare._server.server import ShareServer
+from proxyshare._server.state import StateError
 
 __all__ = ["make_server", "run_embedded"]
 
 logger = logging.getLogger("proxyshare")
 
 
-def make_server(registry: Any, address: Any, authkey: bytes, serializer: str) -> ShareServer:
-    """A server to run in this process (``proxyshare serve``, tests)."""
-    return ShareServer(registry, address, authkey, serializer)
+def make_server(
+    registry: Any, address: Any, authkey: bytes, serializer: str, **options: Any
+) -> ShareServer:
+    """A server to run in this process (``proxyshare serve``, tests).
+
+    ``options``: ``state_dir`` and ``fsync`` (see ``ShareServer``).
+    """
+    return ShareServer(registry, address, authkey, serializer, **options)
 
 
 def run_embedded(
@@ -39,10 +50,15 @@ def run_embedded(
 ) -> None:
     """Serve until stopped; send the parent our address, or why we could not start."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    options = dict(getattr(initializer, "proxyshare_server_options", None) or {})
     try:
         if initializer is not None:
             initializer(*initargs)
-        server = ShareServer(registry, address, authkey, serializer)
+        server = ShareServer(registry, address, authkey, serializer, **options)
+    except StateError as exc:  # the message names the file and what to do
+        writer.send(ProxyShareError(f"the proxyshare server could not start: {exc}"))
+        writer.close()
+        return
     except Exception as exc:  # e.g. the address is in use: tell the parent why
         writer.send(
             ProxyShareError(

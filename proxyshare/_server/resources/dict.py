@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from proxyshare import _rules as rules
@@ -19,6 +20,12 @@ class DictResource(Resource):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "size": len(self.data)}
+
+    def dump_state(self) -> dict[Any, Any]:
+        return dict(self.data)  # values are replaced, never changed in place: a shallow copy
+
+    def load_state(self, state: Any, session_of: Callable[[int], SessionLike]) -> None:
+        self.data = dict(state)
 
     def get(self, session: SessionLike, key: Any) -> Any:
         return self.data[key]
