@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError, field_validator
 
+from proxyshare import _rules as rules
 from proxyshare._address import format_address, is_loopback, parse_address
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import generate_authkey, read_key_file, write_key_file
@@ -41,7 +42,9 @@ __all__ = [
     "ENV_ADDRESS",
     "ENV_AUTHKEY",
     "ENV_AUTHKEY_FILE",
+    "ENV_FSYNC",
     "ENV_LOG_LEVEL",
+    "ENV_STATE_DIR",
     "ClientSettings",
     "ConfigError",
     "GeneratedKey",
@@ -60,6 +63,8 @@ ENV_ADDRESS = "PROXYSHARE_ADDRESS"
 ENV_AUTHKEY = "PROXYSHARE_AUTHKEY"
 ENV_AUTHKEY_FILE = "PROXYSHARE_AUTHKEY_FILE"
 ENV_LOG_LEVEL = "PROXYSHARE_LOG_LEVEL"
+ENV_STATE_DIR = "PROXYSHARE_STATE_DIR"
+ENV_FSYNC = "PROXYSHARE_FSYNC"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix+redis://")
 _GROUP_OTHER = stat.S_IRWXG | stat.S_IRWXO
 
@@ -117,6 +122,21 @@ class ServeSettings(ClientSettings):
     """Everything ``proxyshare serve`` needs; ``authkey`` is None until generated."""
 
     log_level: LogLevel = Field(default="WARNING", description="level of the stderr log")
+    state_dir: Path | None = Field(
+        default=None, description="where the state is kept and restored from (None: memory)"
+    )
+    fsync: str = Field(default="everysec", description="the state dir's fsync policy")
+
+    @field_validator("fsync")
+    @classmethod
+    def _check_fsync(cls, value: str) -> str:
+        return rules.check_fsync(value)
+
+    def server_options(self) -> dict[str, Any]:
+        """The state options of ``ShareManager`` (none without a state dir)."""
+        if self.state_dir is None:
+            return {}
+        return {"state_dir": self.state_dir, "fsync": self.fsync}
 
 
 _Settings = TypeVar("_Settings", bound=ClientSettings)
@@ -162,6 +182,9 @@ def load_serve_settings(
     authkey_file: str | None = None,
     log_level: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    state_dir: str | None = None,
+    fsync: str | None = None,
 ) -> ServeSettings:
     """Settings for ``proxyshare serve``; raises ConfigError.
 
@@ -172,6 +195,14 @@ def load_serve_settings(
     fields = _common_fields(address, authkey_file, env)
     level = log_level or env.get(ENV_LOG_LEVEL) or "WARNING"
     fields["log_level"] = level.upper()
+    directory = state_dir or env.get(ENV_STATE_DIR)
+    if fsync and not directory:
+        raise ConfigError(
+            f"--fsync {fsync} needs a state dir: add --state-dir DIR (or set {ENV_STATE_DIR})"
+        )
+    if directory:
+        fields["state_dir"] = Path(directory).expanduser()
+        fields["fsync"] = fsync or env.get(ENV_FSYNC) or "everysec"
     settings = _build(ServeSettings, fields)
     if settings.is_redis:
         raise ConfigError(
@@ -227,6 +258,8 @@ def _build(model: type[_Settings], fields: dict[str, Any]) -> _Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             if field == "address":
                 message = f"{message} (from {fields.get('address_source')})"
+            elif field == "fsync":
+                message = f"{message} (from --fsync or {ENV_FSYNC})"
             elif field == "log_level":
                 message = (
                     f"invalid log level {fields.get('log_level')!r}: "

@@ -7,6 +7,7 @@ import sys
 from typing import Any, cast
 
 from proxyshare._cli.common import EXIT_OK, UsageError, add_server_options
+from proxyshare._rules import FSYNC_POLICIES
 
 __all__ = ["register", "run"]
 
@@ -20,6 +21,18 @@ def register(sub: Any) -> None:
         "one is written to a new private file whose path is printed.",
     )
     add_server_options(serve)
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep every resource in DIR (created with mode 0700) and restore it at start "
+        "(default: $PROXYSHARE_STATE_DIR, else memory only)",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=FSYNC_POLICIES,
+        help="with --state-dir, when the log reaches the disk: always (before every reply), "
+        "everysec (once a second; the default, or $PROXYSHARE_FSYNC) or no (when the OS likes)",
+    )
     serve.add_argument(
         "--log-level",
         type=str.upper,
@@ -35,10 +48,18 @@ def run(args: argparse.Namespace) -> int:
 
     from proxyshare._address import Address, format_address
     from proxyshare._cli import config as _config
+    from proxyshare._cli.status_report import state_summary
     from proxyshare._manager import ShareManager
+    from proxyshare._server.state import StateDirRefused
 
     try:
-        settings = _config.load_serve_settings(args.address, args.authkey_file, args.log_level)
+        settings = _config.load_serve_settings(
+            args.address,
+            args.authkey_file,
+            args.log_level,
+            state_dir=args.state_dir,
+            fsync=args.fsync,
+        )
         logging.basicConfig(
             stream=sys.stderr,
             level=settings.log_level,
@@ -59,12 +80,18 @@ def run(args: argparse.Namespace) -> int:
         key_note = f"authkey from {settings.key_source}"
     try:
         where = settings.display_address
+        manager = ShareManager(settings.address, authkey=authkey, **settings.server_options())
         try:
-            server = ShareManager(settings.address, authkey=authkey).get_server()
+            server = manager.get_server()
+        except StateDirRefused as exc:  # like a key file others can read: a usage error
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise _listen_error(where, exc) from None
         try:
             stopper.attach(server)
+            if server.journal is not None:
+                state = server.journal.describe()
+                print(f"proxyshare serve: {state_summary(state)}", flush=True)
             listening = format_address(cast(Address, server.address))
             print(f"proxyshare serve: listening on {listening} ({key_note})", flush=True)
         except BaseException:

@@ -29,7 +29,14 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Listing", "StateDir", "fsync_directory", "open_state_dir"]
+__all__ = [
+    "Listing",
+    "StateDir",
+    "check_private_file",
+    "fsync_directory",
+    "open_state_dir",
+    "remove_quietly",
+]
 
 _PRIVATE = stat.S_IRWXG | stat.S_IRWXO
 _NAME = re.compile(r"(snapshot|log)\.(\d{9})")
@@ -87,6 +94,14 @@ class StateDir:
                 found.logs[int(match[2])] = path
         return found
 
+    def claim(self) -> None:
+        """Write our pid into the lock file, for the message another server would give.
+
+        Not before the state has been read: a refused start changes no file.
+        """
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+
     def close(self) -> None:
         """Release the lock (closing the descriptor does it); idempotent."""
         fd, self._lock_fd = self._lock_fd, -1
@@ -123,8 +138,6 @@ def open_state_dir(path: str | os.PathLike[str]) -> StateDir:
                 f"the state dir {str(directory)!r} is in use by another proxyshare server "
                 f"(pid {holder}): stop that server, or give this one another --state-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except BaseException:
         os.close(fd)
         raise

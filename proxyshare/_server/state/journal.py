@@ -91,13 +91,18 @@ class Journal:
         self,
         path: str | os.PathLike[str],
         fsync: str = "everysec",
-        compact_bytes: int = COMPACT_BYTES,
+        compact_bytes: int | None = None,
     ) -> None:
         self.fsync = rules.check_fsync(fsync)
-        self.compact_bytes = compact_bytes
+        self.compact_bytes = compact_bytes or COMPACT_BYTES
         self.dir = open_state_dir(path)
         try:
             self.recovery: Recovery | None = recover(self.dir)
+        except OSError as exc:  # not damage: a file that cannot be read at all
+            self.dir.close()
+            raise StateError(
+                f"cannot read the state dir {self.dir.path}: {exc}; nothing was changed"
+            ) from None
         except BaseException:
             self.dir.close()
             raise
@@ -111,7 +116,7 @@ class Journal:
         self._registry: Registry | None = None
         self._dirty = False
         self._closed = False
-        self._compact_at = compact_bytes
+        self._compact_at = self.compact_bytes
         self._compacting = False
         self._wake = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
@@ -133,7 +138,13 @@ class Journal:
         for resource in registry.resources.values():
             resource.journal = self
         recovery, self.recovery = self.recovery, None
-        self.compact()
+        try:
+            self.dir.claim()
+            self.compact()
+        except OSError as exc:
+            raise StateWriteError(
+                f"cannot write the state dir {self.dir.path}: {exc.strerror or exc}"
+            ) from None
         if recovery is not None:
             for path in recovery.listing.temporary:
                 remove_quietly(path)
