@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from proxyshare import _protocol as P
 from proxyshare import _rules as rules
 from proxyshare._address import Address, format_address, parse_address
-from proxyshare._client import ServerRef
+from proxyshare._client import ServerRef, close_channels_to
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
@@ -94,11 +94,11 @@ class ShareManager(managers.BaseManager):
         super().__init__(parsed, None if authkey is None else bytes(authkey), serializer, ctx)
         self._ref: ServerRef | None = None
         self._server_options: builtins.dict[str, Any] = {}
+        fsync = rules.check_fsync(fsync)
         if state_dir is not None:
-            self._server_options = {
-                "state_dir": os.fspath(state_dir),
-                "fsync": rules.check_fsync(fsync),
-            }
+            self._server_options = {"state_dir": os.path.abspath(state_dir), "fsync": fsync}
+        elif fsync != "everysec":
+            raise ValueError(f"fsync={fsync!r} applies to a state dir: pass state_dir=... too")
 
     # -- server lifecycle ------------------------------------------------------------
 
@@ -148,6 +148,14 @@ class ShareManager(managers.BaseManager):
             self.shutdown()  # reaps the server process, which has already exited
             raise failure
         self._ref = ServerRef(self._address, bytes(self._authkey))
+        stop, address = self.shutdown, self._ref.address
+
+        def shutdown() -> None:
+            """Close this process's connections cleanly first: what it took is done with."""
+            close_channels_to(address)
+            stop()
+
+        self.shutdown = shutdown  # type: ignore[assignment]  # the stdlib's is a Finalize
 
     def connect(self) -> None:
         """Connect to a server started elsewhere; raise at once if it is not there."""
