@@ -291,6 +291,8 @@ class Journal:
             try:
                 self.compact()
             except Exception:  # the chain on disk is whole; try again after more growth
+                if self._closed:
+                    return  # the server stopped while it compacted: nothing was lost
                 logger.exception("compacting the state dir %s failed", self.dir.path)
                 with self._lock:
                     self._compact_at += self.compact_bytes
@@ -331,9 +333,11 @@ class Journal:
                 remove_quietly(new.path)
             raise
         if old is not None:
-            if self.fsync != "no":
-                _fdatasync(old.fd)
-            old.close()
+            try:
+                if self.fsync != "no":
+                    _fdatasync(old.fd)  # the new log's records follow these
+            finally:
+                old.close()
         size = write_snapshot(self.dir.file("snapshot", generation), generation, entries)
         self._remove_before(generation)
         with self._lock:
