@@ -122,6 +122,11 @@ class Journal:
         self._threads: list[threading.Thread] = []
 
     @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has begun: no record is taken any more."""
+        return self._closed
+
+    @property
     def restored(self) -> dict[str, Resource]:
         """The resources the state dir held (until ``start`` hands them over)."""
         return self.recovery.resources if self.recovery is not None else {}
@@ -291,7 +296,7 @@ class Journal:
             try:
                 self.compact()
             except Exception:  # the chain on disk is whole; try again after more growth
-                if self._closed:
+                if self.closed:
                     return  # the server stopped while it compacted: nothing was lost
                 logger.exception("compacting the state dir %s failed", self.dir.path)
                 with self._lock:
