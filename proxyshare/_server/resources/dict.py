@@ -70,6 +70,9 @@ class DictResource(Resource):
     def update(self, session: SessionLike, items: dict[Any, Any]) -> None:
         if not isinstance(items, dict):
             raise TypeError(f"update() needs a dict, not {type(items).__name__}")
+        # A plain copy first: a dict subclass's own iteration could fail half-way
+        # through, leaving a change that no log (and no reply) accounts for.
+        items = dict(items)
         with self.mutex:
             self.data.update(items)
 
