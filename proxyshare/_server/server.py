@@ -686,8 +686,8 @@ class ShareServer(managers.Server):
             names.add(request[1])
         journal = self.journal
         record = None
-        if journal is not None:  # fails before anything changes if an argument will not pickle
-            record = _Changes(journal, session, requests)
+        if journal is not None and any(_RESOURCE_OPS[r[0]][2] for r in requests):
+            record = _Changes(journal, session, requests)  # fails before anything changes
         found = {name: self.resources.get(name) for name in names}
         order = sorted(found, key=mutex_order)
         mutexes = [r.mutex for name in order if (r := found[name]) is not None]

@@ -467,7 +467,10 @@ def test_a_log_that_cannot_grow_refuses_changes_and_keeps_what_it_recorded(
                 acknowledged += 1
         with pytest.raises(proxyshare.ProxyShareError, match="refuses changes"):
             counter.increment()
-        assert counter.get() == acknowledged  # reads still work
+        assert counter.get() == acknowledged  # reads still work, in a pipeline too
+        with mgr.pipeline() as p:
+            p.counter("hits").get()
+        assert p.results == [acknowledged]
         assert "No space left" in mgr.status()["server"]["state"]["failed"]
     monkeypatch.undo()
     with in_thread(state) as (_server, mgr):
