@@ -148,11 +148,14 @@ class ShareManager(managers.BaseManager):
             self.shutdown()  # reaps the server process, which has already exited
             raise failure
         self._ref = ServerRef(self._address, bytes(self._authkey))
-        stop, address = self.shutdown, self._ref.address
+        # This process's connections end cleanly (what it took from queues is done
+        # with, not in flight) before the server stops: in shutdown(), and at exit,
+        # where priority 1 runs before the stdlib's shutdown finalizer (priority 0).
+        goodbye = util.Finalize(self, close_channels_to, args=(self._ref.address,), exitpriority=1)
+        stop = self.shutdown
 
         def shutdown() -> None:
-            """Close this process's connections cleanly first: what it took is done with."""
-            close_channels_to(address)
+            goodbye()
             stop()
 
         self.shutdown = shutdown  # type: ignore[assignment]  # the stdlib's is a Finalize

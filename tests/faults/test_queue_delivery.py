@@ -12,6 +12,8 @@ import concurrent.futures as cf
 import gc
 import multiprocessing
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ import proxyshare
 from proxyshare._client import close_all_channels
 from tests.faults import workers
 from tests.faults.conftest import Figures, poll_until
-from tests.support import START_METHODS, free_port, kill_hard
+from tests.support import START_METHODS, cli_env, free_port, kill_hard
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -158,3 +160,36 @@ def test_a_consumer_ended_by_sigterm_gives_back_its_item(
         kill_hard(proc)
     deadline = time.monotonic() + 10
     assert q.get(timeout=max(0.1, deadline - time.monotonic())) == "a"
+
+
+EXIT_SCRIPT = """
+import sys
+import proxyshare
+
+mgr = proxyshare.ShareManager(state_dir=sys.argv[1])
+mgr.start()
+jobs = mgr.queue("jobs")
+if len(sys.argv) > 2:
+    jobs.put_many(sys.argv[2:])
+print(jobs.get(timeout=10))
+# No shutdown(), no `with`: the interpreter's exit stops the server.
+"""
+
+
+def test_a_program_that_exits_without_shutdown_acknowledges_its_last_item(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "consume_one.py"
+    script.write_text(EXIT_SCRIPT)
+    state = str(tmp_path / "state")
+    env = cli_env()
+    got = []
+    for run in range(3):
+        extra = ["a", "b", "c"] if run == 0 else []
+        proc = subprocess.run(
+            [sys.executable, str(script), state, *extra],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        got.append(proc.stdout.strip())
+    assert got == ["a", "b", "c"]  # each run's item was done with, never delivered again
