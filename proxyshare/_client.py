@@ -110,8 +110,10 @@ class Channel:
         except BaseException:
             self._wire.close()
             raise
-        # When this channel is collected (its thread ended) or at exit: a clean close.
+        # When this channel is collected (its thread ended): a clean close.  At exit
+        # multiprocessing's finalizers do it instead, in order (see _close_all_at_exit).
         self._farewell = weakref.finalize(self, _say_bye, self._wire, self.pid)
+        self._farewell.atexit = False
         self._wire.sock.settimeout(None)  # handshake done: calls may block (acquire)
 
     def stale(self) -> bool:
