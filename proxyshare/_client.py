@@ -20,6 +20,7 @@ back in their queue instead.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -43,7 +44,7 @@ from proxyshare._errors import (
 from proxyshare._protocol import Op
 from proxyshare._wire import FramedSocket, Pollers, default_pollers, keepalive
 
-__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels", "close_channels_to"]
+__all__ = ["CONNECT_TIMEOUT", "Channel", "ServerRef", "close_all_channels"]
 
 CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
 _HOST = socket.gethostname()
@@ -63,20 +64,11 @@ _BYE = _dumps((P.BYE.code, None), P.PICKLE_PROTOCOL)
 _BYE_FRAME = len(_BYE).to_bytes(4, "big") + _BYE
 
 
-def _say_bye(wire: FramedSocket, pid: int, wait: float = 0.0) -> None:
-    """End a connection cleanly: BYE (never blocking), then close.
-
-    ``wait``: seconds to wait for the server to close its end, i.e. to have
-    taken the BYE (before a server is stopped on purpose).
-    """
+def _say_bye(wire: FramedSocket, pid: int) -> None:
+    """End a connection cleanly: BYE (never blocking), then close."""
     if pid == _pid[0]:  # never on a connection inherited through fork: it is the parent's
-        try:
+        with contextlib.suppress(OSError):  # the server has gone already: nobody to tell
             wire.sock.send(_BYE_FRAME, socket.MSG_DONTWAIT)
-        except OSError:
-            pass  # the server has gone already: nobody to tell
-        else:
-            if wait > 0:
-                wire.readable(int(wait * 1000))  # its EOF
     wire.close()
 
 
@@ -183,15 +175,14 @@ class Channel:
             self._farewell.detach()
         self._wire.close()
 
-    def bye(self, wait: float = 0.0) -> None:
+    def bye(self) -> None:
         """Close cleanly: the server takes what this thread was handed as done with."""
         if self._busy or self._farewell is None:
             self.close()  # a call is under way (from another thread at exit): just drop it
             return
         self.closed = True
         _forget(self)
-        self._farewell.detach()
-        _say_bye(self._wire, self.pid, wait)
+        self._farewell()
 
 
 def _describe(exc: BaseException) -> str:
@@ -310,19 +301,6 @@ def close_all_channels() -> None:
         channel.bye()
 
 
-def close_channels_to(address: Address, wait: float = 1.0) -> None:
-    """Close this process's connections to one server cleanly, before it is stopped.
-
-    Waits (up to ``wait`` s each) until the server has taken each close, so
-    the queue items this process was handed count as done with, not as in
-    flight at the stop (which a state dir would deliver again).
-    """
-    with _all_lock:
-        channels = [channel for channel in _all if channel.address == address]
-    for channel in channels:
-        channel.bye(wait)
-
-
 def _close_all_at_exit(_hook: object = None) -> None:
     """Close every channel cleanly when this process exits.
 
@@ -386,6 +364,21 @@ class ServerRef:
             with _all_lock:
                 _all.add(channel)
         return channel
+
+    def acknowledge(self) -> None:
+        """Tell the server this thread is done with the queue items it last took.
+
+        Any request acknowledges them; this one round trip is for a server
+        about to be stopped on purpose, which would otherwise keep them in
+        flight (and, with a state dir, deliver them again after a restart).
+        Unlike a close, it releases nothing this thread holds.
+        """
+        channels: dict[Any, Channel] | None = getattr(_tls, "channels", None)
+        channel = None if channels is None else channels.get(self._key)
+        if channel is None or channel.closed or channel.pid != _pid[0] or channel._busy:
+            return  # nothing taken through this thread's connection, or a call under way
+        with contextlib.suppress(ServerUnavailableError):  # gone: nothing is in flight there
+            channel.call((P.PING.code, None, None))
 
     def call(self, op: Op[R], name: str | None, /, *args: Any) -> R:
         """Run ``op`` on the resource ``name``; return its result or raise its error."""

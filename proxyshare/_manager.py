@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from proxyshare import _protocol as P
 from proxyshare import _rules as rules
 from proxyshare._address import Address, format_address, parse_address
-from proxyshare._client import ServerRef, close_channels_to
+from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
@@ -147,15 +147,16 @@ class ShareManager(managers.BaseManager):
             failure = self._address
             self.shutdown()  # reaps the server process, which has already exited
             raise failure
-        self._ref = ServerRef(self._address, bytes(self._authkey))
-        # This process's connections end cleanly (what it took from queues is done
-        # with, not in flight) before the server stops: in shutdown(), and at exit,
-        # where priority 1 runs before the stdlib's shutdown finalizer (priority 0).
-        goodbye = util.Finalize(self, close_channels_to, args=(self._ref.address,), exitpriority=1)
+        ref = self._ref = ServerRef(self._address, bytes(self._authkey))
+        # Before the server stops, this thread acknowledges the queue items it took
+        # (they are done with, not in flight): in shutdown(), and at exit, where
+        # priority 1 runs before the stdlib's shutdown finalizer (priority 0).
+        # Nothing is released: a stopping server grants no lock to a waiter.
+        acknowledge = util.Finalize(self, ref.acknowledge, exitpriority=1)
         stop = self.shutdown
 
         def shutdown() -> None:
-            goodbye()
+            acknowledge()
             stop()
 
         self.shutdown = shutdown  # type: ignore[assignment]  # the stdlib's is a Finalize
