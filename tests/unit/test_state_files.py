@@ -242,3 +242,47 @@ def test_a_second_server_on_the_same_state_dir_is_refused(tmp_path: Path) -> Non
     finally:
         first.close()
     open_state_dir(tmp_path).close()  # free again once the first lets go
+
+
+# -- the records' meaning is part of the format ------------------------------------------
+
+# What a log record's code means in format version 1.  A log written by one version
+# is replayed by a later one: renumbering a logged operation (or changing its
+# arguments) silently changes what old logs mean.  If this test fails, bump
+# FORMAT_VERSION and teach recovery to read the old one.
+LOGGED_IN_FORMAT_1 = {
+    1: ("manager", "open", ("kind", "options")),
+    2: ("manager", "delete", ()),
+    5: ("manager", "pipeline", ("requests",)),
+    11: ("counter", "add", ("n",)),
+    12: ("counter", "sub", ("n",)),
+    13: ("counter", "set", ("value",)),
+    14: ("counter", "compare_and_set", ("expected", "new")),
+    15: ("counter", "get_and_set", ("new",)),
+    31: ("dict", "set", ("key", "value")),
+    32: ("dict", "delete", ("key",)),
+    36: ("dict", "pop", ("key", "has_default", "default")),
+    37: ("dict", "setdefault", ("key", "default")),
+    38: ("dict", "update", ("items",)),
+    39: ("dict", "clear", ()),
+    40: ("dict", "increment", ("key", "n", "default")),
+    41: ("dict", "compare_and_set", ("key", "expected", "new")),
+    50: ("queue", "put", ("item", "block", "timeout")),
+    51: ("queue", "get", ("block", "timeout")),
+    52: ("queue", "put_many", ("items", "block", "timeout")),
+    53: ("queue", "get_many", ("max_items", "timeout")),
+    55: ("queue", "close", ()),
+    70: ("event", "set", ()),
+    71: ("event", "clear", ()),
+}
+
+
+def test_the_logged_operations_are_those_format_1_knows() -> None:
+    from proxyshare import _protocol as P
+    from proxyshare._server.state.replay import SERVER_METHODS
+
+    logged = {op.code: (op.kind, op.method, op.args) for op in P.OPS.values() if op.mutates}
+    logged[P.PIPELINE.code] = (P.PIPELINE.kind, P.PIPELINE.method, P.PIPELINE.args)
+    assert L.FORMAT_VERSION == 1
+    assert logged == LOGGED_IN_FORMAT_1
+    assert sorted(SERVER_METHODS) == ["ack", "requeue"]
