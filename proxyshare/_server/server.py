@@ -46,6 +46,7 @@ from proxyshare._server.resources.base import (
     Parked,
     ReplySent,
     SessionGone,
+    applying_pipeline,
     forbid_waiting,
     mutex_order,
 )
@@ -694,6 +695,7 @@ class ShareServer(managers.Server):
         for mutex in mutexes:
             mutex.acquire()
         results: list[Any] = []
+        applying_pipeline(True)
         try:
             for index, request in enumerate(requests):
                 cls, method, _mutates = _RESOURCE_OPS[request[0]]
@@ -711,6 +713,7 @@ class ShareServer(managers.Server):
             if record is not None:
                 record.applied(len(requests))
         finally:
+            applying_pipeline(False)
             for mutex in reversed(mutexes):
                 mutex.release()
         return results

@@ -475,3 +475,32 @@ def test_a_log_that_cannot_grow_refuses_changes_and_keeps_what_it_recorded(
     monkeypatch.undo()
     with in_thread(state) as (_server, mgr):
         assert mgr.counter("hits").get() == acknowledged
+
+
+def test_blocking_calls_still_wait_on_a_server_with_a_state_dir(tmp_path: Path) -> None:
+    """Changes are applied under their resource's mutex; a wait must not take that for a
+    pipeline (which fails fast rather than wait while it holds mutexes)."""
+    import threading
+
+    with running_manager(state_dir=tmp_path / "state") as mgr:
+        full = mgr.queue("full", maxsize=2)
+        full.put_many([1, 2])
+        done: list[Any] = []
+        putter = threading.Thread(target=lambda: done.append(full.put_many([3, 4], timeout=30)))
+        putter.start()
+        poll_until(lambda: _resource(mgr, "full")["blocked_putters"] == 1, timeout=10)
+        assert full.get_many(2) == [1, 2]
+        putter.join(30)
+        assert done == [None] and full.get_many(2, timeout=5) == [3, 4]
+        empty = mgr.queue("empty")
+        getter = threading.Thread(target=lambda: done.append(empty.get(timeout=30)))
+        getter.start()
+        poll_until(lambda: _resource(mgr, "empty")["blocked_getters"] == 1, timeout=10)
+        empty.put("x")
+        getter.join(30)
+        assert done == [None, "x"]
+
+
+def _resource(mgr: Any, name: str) -> dict[str, Any]:
+    (found,) = [r for r in mgr.status()["resources"] if r["name"] == name]
+    return found

@@ -31,7 +31,7 @@ from proxyshare._server.resources import (
     Resource,
     SemaphoreResource,
 )
-from proxyshare._server.resources.base import WAIT_SLICE, SessionGone
+from proxyshare._server.resources.base import WAIT_SLICE, SessionGone, applying_pipeline
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -1074,11 +1074,33 @@ def test_every_kind_is_registered() -> None:
 
 def test_put_many_inside_a_pipeline_never_waits(s1: FakeSession) -> None:
     q = QueueResource("q", maxsize=2)
-    with q.mutex:  # what the server's pipeline holds while applying a batch
-        q.put_many(s1, [1])
-        with pytest.raises(queue.Full):
-            q.put_many(s1, [2, 3])
+    applying_pipeline(True)  # as the server's pipeline does while it holds the mutexes
+    try:
+        with q.mutex:
+            q.put_many(s1, [1])
+            with pytest.raises(queue.Full):
+                q.put_many(s1, [2, 3])
+    finally:
+        applying_pipeline(False)
     assert q.get_many(s1, 10) == [1]
+
+
+def test_put_many_under_its_own_mutex_outside_a_pipeline_still_waits(
+    s1: FakeSession, s2: FakeSession
+) -> None:
+    """A server with a state dir applies every change under the resource's mutex."""
+    q = QueueResource("q", maxsize=2)
+    q.put_many(s1, [1, 2])
+
+    def put_under_the_mutex() -> None:
+        with q.mutex:
+            q.put_many(s1, [3], True, 10)
+
+    putter = Call(put_under_the_mutex)
+    wait_until(lambda: q.blocked["put"] == 1)
+    assert q.get(s2) == 1
+    putter.result()
+    assert q.get_many(s2, 10) == [2, 3]
 
 
 # -- the queue against a model (non-blocking operations, any order) -----------------

@@ -46,8 +46,10 @@ __all__ = [
     "Resource",
     "SessionGone",
     "SessionLike",
+    "applying_pipeline",
     "deadline_after",
     "forbid_waiting",
+    "in_pipeline",
     "mutex_order",
     "no_waiting_here",
     "time_slice",
@@ -133,6 +135,15 @@ def waiting_forbidden() -> Iterator[None]:
         yield
     finally:
         _thread.no_waiting = before
+
+
+def applying_pipeline(applying: bool) -> None:
+    """Whether this thread applies a pipeline, holding several mutexes: nothing may wait."""
+    _thread.pipeline = applying
+
+
+def in_pipeline() -> bool:
+    return getattr(_thread, "pipeline", False)
 
 
 def mutex_order(name: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from proxyshare._server.resources.base import (
     SessionGone,
     SessionLike,
     deadline_after,
+    in_pipeline,
     no_waiting_here,
     time_slice,
 )
@@ -136,9 +137,10 @@ class QueueResource(Resource):
         if not isinstance(items, list):
             raise TypeError(f"put_many() needs a list of items, not {type(items).__name__}")
         seconds = rules.check_queue_timeout(block, timeout)
-        # Already holding the mutex means a pipeline is applying this: waiting
-        # would let others in mid-batch while it holds other mutexes, so don't.
-        if self.mutex._is_owned():  # type: ignore[attr-defined]
+        # A pipeline holds other mutexes: waiting would let others in mid-batch.
+        # (Holding this mutex proves nothing: a server with a state dir applies
+        # every change under it, and a wait on the condition releases it.)
+        if in_pipeline():
             block, seconds = False, None
         with self.mutex:
             self._room_for(len(items), session, bool(block), seconds)
