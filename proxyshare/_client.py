@@ -24,10 +24,17 @@ become ``ServerUnavailableError``.
 Why one connection per thread: the server ties lock ownership to a
 connection, so two threads of one process must not share one, and a
 connection carries one request at a time.
+
+A connection ends cleanly (a ``BYE`` frame, then close) when its thread
+ends, when the process exits, or on ``close_all_channels()``: the server then
+takes the queue items it last handed out as done with.  A connection that
+just drops (the process was killed, a call was interrupted) gets them put
+back in their queue instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -38,6 +45,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from multiprocessing import connection as mpc
+from multiprocessing import util
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from proxyshare import _protocol as P
@@ -102,12 +110,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
+_BYE = _dumps((P.BYE.code, None), P.PICKLE_PROTOCOL)
+_BYE_FRAME = len(_BYE).to_bytes(4, "big") + _BYE
+
+
+def _say_bye(wire: FramedSocket, pid: int) -> None:
+    """End a connection cleanly: BYE (never blocking), then close."""
+    if pid == _pid[0]:  # never on a connection inherited through fork: it is the parent's
+        with contextlib.suppress(OSError):  # the server has gone already: nobody to tell
+            wire.send_some(memoryview(_BYE_FRAME))  # TLS too; a partial BYE is no BYE
+    wire.close()
+
+
 class Channel:
     """One authenticated session with a server, used by one thread."""
 
     __slots__ = (
         "__weakref__",
         "_busy",
+        "_farewell",
         "_limit",
         "_wire",
         "address",
@@ -131,6 +152,7 @@ class Channel:
         self.closed = False
         self._busy = False
         self.seq = 0  # requests sent; a CANCEL names one by this count
+        self._farewell: weakref.finalize[Any, Any] | None = None
         self._wire = wire = _open_connection(address, authkey, timeout, tls)
         try:
             hello = (P.HELLO.code, None, self.pid, _HOST, threading.current_thread().name)
@@ -152,6 +174,10 @@ class Channel:
         except BaseException:
             wire.close()
             raise
+        # When this channel is collected (its thread ended): a clean close.  At exit
+        # multiprocessing's finalizers do it instead, in order (see _close_all_at_exit).
+        self._farewell = weakref.finalize(self, _say_bye, wire, self.pid)
+        self._farewell.atexit = False
 
     def stale(self) -> bool:
         """True if the server closed this idle connection (it restarted or dropped us).
@@ -259,9 +285,21 @@ class Channel:
             pass
 
     def close(self) -> None:
+        """Drop the connection (after a failure): no BYE, so queue items it got go back."""
         self.closed = True
         _forget(self)
+        if self._farewell is not None:
+            self._farewell.detach()
         self._wire.close()
+
+    def bye(self) -> None:
+        """Close cleanly: the server takes what this thread was handed as done with."""
+        if self._busy or self._farewell is None:
+            self.close()  # a call is under way (from another thread at exit): just drop it
+            return
+        self.closed = True
+        _forget(self)
+        self._farewell()
 
 
 def _describe(exc: BaseException) -> str:
@@ -535,11 +573,30 @@ def _forget(channel: Channel) -> None:
 
 
 def close_all_channels() -> None:
-    """Close every connection this process holds (tests, shutdown)."""
+    """Close every connection this process holds, cleanly (tests, shutdown, exit)."""
     with _all_lock:
         channels = list(_all)
     for channel in channels:
-        channel.close()
+        channel.bye()
+
+
+def _close_all_at_exit(_hook: object = None) -> None:
+    """Close every channel cleanly when this process exits.
+
+    Processes started by multiprocessing end with ``os._exit()``, which runs
+    no atexit hook (so no ``weakref.finalize``) but does run multiprocessing's
+    finalizers; a new process clears those, so this runs again after each start.
+    """
+    util.Finalize(None, close_all_channels, exitpriority=0)
+
+
+class _AtExit:
+    """A weak-referenceable anchor for ``util.register_after_fork``."""
+
+
+_at_exit = _AtExit()
+_close_all_at_exit()
+util.register_after_fork(_at_exit, _close_all_at_exit)
 
 
 class ServerRef:
@@ -599,6 +656,21 @@ class ServerRef:
             with _all_lock:
                 _all.add(channel)
         return channel
+
+    def acknowledge(self) -> None:
+        """Tell the server this thread is done with the queue items it last took.
+
+        Any request acknowledges them; this one round trip is for a server
+        about to be stopped on purpose, which would otherwise keep them in
+        flight (and, with a state dir, deliver them again after a restart).
+        Unlike a close, it releases nothing this thread holds.
+        """
+        channels: dict[Any, Channel] | None = getattr(_tls, "channels", None)
+        channel = None if channels is None else channels.get(self._key)
+        if channel is None or channel.closed or channel.pid != _pid[0] or channel._busy:
+            return  # nothing taken through this thread's connection, or a call under way
+        with contextlib.suppress(ServerUnavailableError):  # gone: nothing is in flight there
+            channel.call((P.PING.code, None, None))
 
     def call(self, op: Op[R], name: str | None, /, *args: Any) -> R:
         """Run ``op`` on the resource ``name``; return its result or raise its error."""

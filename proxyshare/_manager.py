@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
+from proxyshare import _rules as rules
 from proxyshare._address import Address, TlsAddress, format_address, is_redis_url, parse_address
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
@@ -70,6 +71,10 @@ class ShareManager(managers.BaseManager):
     in a private temporary directory and the default key is random.
     ``tls_ca``/``tls_cert``/``tls_key`` are how ``connect()`` reaches a
     ``tls://`` server (see :func:`connect`).
+
+    ``state_dir`` keeps the resources on disk (every change is recorded before
+    its reply) and restores them when a server starts on it again; ``fsync``
+    (``"always"``, ``"everysec"``, ``"no"``) decides what a power loss may take.
     """
 
     # Set by ``BaseManager.__init__``; the type stubs do not declare them.
@@ -89,6 +94,8 @@ class ShareManager(managers.BaseManager):
         tls_ca: str | os.PathLike[str] | None = None,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        fsync: str = "everysec",
     ) -> None:
         if serializer != "pickle":
             raise ValueError(
@@ -105,6 +112,12 @@ class ShareManager(managers.BaseManager):
         _check_tls_arguments(parsed, tls_ca, tls_cert, tls_key)
         self._tls_given = (tls_ca, tls_cert, tls_key)
         self._tls: TLSFiles | None = None  # resolved when connecting (set by _reconnect)
+        self._server_options: builtins.dict[str, Any] = {}
+        fsync = rules.check_fsync(fsync)
+        if state_dir is not None:
+            self._server_options = {"state_dir": os.path.abspath(state_dir), "fsync": fsync}
+        elif fsync != "everysec":
+            raise ValueError(f"fsync={fsync!r} applies to a state dir: pass state_dir=... too")
 
     # -- server lifecycle ------------------------------------------------------------
 
@@ -141,6 +154,7 @@ class ShareManager(managers.BaseManager):
             tls_client_ca=tls_client_ca,
             max_connections=max_connections,
             max_handshakes=max_handshakes,
+            **self._server_options,
         )
 
     @classmethod
@@ -171,12 +185,26 @@ class ShareManager(managers.BaseManager):
                 "run `proxyshare serve --tls-cert FILE --tls-key FILE` (or serve "
                 "get_server(tls_cert=..., tls_key=...)) and connect to it"
             )
+        if self._server_options:
+            initializer = _ServerStart(self._server_options, initializer)
         super().start(initializer, initargs)
         if isinstance(self._address, ProxyShareError):  # sent instead of an address
             failure = self._address
             self.shutdown()  # reaps the server process, which has already exited
             raise failure
-        self._ref = ServerRef(self._address, bytes(self._authkey))
+        ref = self._ref = ServerRef(self._address, bytes(self._authkey))
+        # Before the server stops, this thread acknowledges the queue items it took
+        # (they are done with, not in flight): in shutdown(), and at exit, where
+        # priority 1 runs before the stdlib's shutdown finalizer (priority 0).
+        # Nothing is released: a stopping server grants no lock to a waiter.
+        acknowledge = util.Finalize(self, ref.acknowledge, exitpriority=1)
+        stop = self.shutdown
+
+        def shutdown() -> None:
+            acknowledge()
+            stop()
+
+        self.shutdown = shutdown  # type: ignore[assignment]  # the stdlib's is a Finalize
 
     def connect(self) -> None:
         """Connect to a server started elsewhere; raise at once if it is not there."""
@@ -309,6 +337,22 @@ class ShareManager(managers.BaseManager):
         from proxyshare._pipeline import Pipeline
 
         return Pipeline(self.server_ref)
+
+
+class _ServerStart:
+    """The initializer ``start()`` hands the server process: the user's, plus our options.
+
+    ``BaseManager.start()`` passes nothing else through; ``run_embedded`` reads
+    ``proxyshare_server_options`` before it builds the server.
+    """
+
+    def __init__(self, options: builtins.dict[str, Any], initializer: Any) -> None:
+        self.proxyshare_server_options = options
+        self.initializer = initializer
+
+    def __call__(self, *args: Any) -> None:
+        if self.initializer is not None:
+            self.initializer(*args)
 
 
 def _reconnect(address: Address, authkey: bytes, tls: TLSFiles | None = None) -> ShareManager:

@@ -133,6 +133,8 @@ NAMES: Op[dict[str, str]] = Op(4, method="names", **_MANAGER)
 PIPELINE: Op[list[Any]] = Op(5, method="pipeline", args=("requests",), **_MANAGER)
 PING: Op[Any] = Op(6, method="ping", args=("payload",), **_MANAGER)
 CANCEL: Op[None] = Op(7, method="cancel", args=("seq",), **_MANAGER)  # see the docstring
+# A clean close: acknowledges what the session was handed (queue items); no reply.
+BYE: Op[None] = Op(8, method="bye", **_MANAGER)
 
 # -- counter ------------------------------------------------------------------------------
 COUNTER_GET: Op[int] = Op(10, "counter", "get")

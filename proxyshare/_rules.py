@@ -22,6 +22,7 @@ The rules, decided once:
   so a semaphore that starts empty could never be acquired.
 * **queue maxsize**: an ``int``; ``<= 0`` means unbounded (as ``queue.Queue``).
 * **barrier parties**, **get_many's max_items**: ``>= 1``.
+* **fsync policy** of a state dir: ``"always"``, ``"everysec"`` or ``"no"``.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from proxyshare._errors import (
 )
 
 __all__ = [
+    "FSYNC_POLICIES",
     "INT64_MAX",
     "INT64_MIN",
     "cannot_increment",
+    "check_fsync",
     "check_int",
     "check_lease",
     "check_max_items",
@@ -57,6 +60,7 @@ __all__ = [
     "wrong_kind",
 ]
 
+FSYNC_POLICIES = ("always", "everysec", "no")
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
@@ -67,6 +71,16 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(f"a resource name must be a non-empty str, not {name!r}")
     return name
+
+
+def check_fsync(policy: object) -> str:
+    """A state dir's fsync policy: one of ``FSYNC_POLICIES``."""
+    if policy not in FSYNC_POLICIES:
+        raise ValueError(
+            f"invalid fsync policy {policy!r}: use always (sync before every reply), "
+            "everysec (once a second, the default) or no (leave it to the OS)"
+        )
+    return str(policy)
 
 
 def check_int(value: object, what: str, *, bits64: bool = False) -> int:

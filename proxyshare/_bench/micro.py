@@ -38,8 +38,10 @@ def _micro_share(what: str) -> Callable[[S.BenchEnv], tuple[Callable[[], Any], N
     def make(env: S.BenchEnv) -> tuple[Callable[[], Any], None]:
         from proxyshare import _protocol as P
 
-        mgr = env.share_manager()
+        mgr = env.durable_manager() if what == "durable" else env.share_manager()
         name = env.name("micro", what)
+        if what == "durable":
+            return mgr.counter(name).increment, None
         if what == "ping":
             ref = mgr.server_ref
             return (lambda: ref.call(P.PING, None, b"x")), None
@@ -102,6 +104,10 @@ MICRO: dict[str, tuple[str, Callable[[S.BenchEnv], tuple[Callable[[], Any], Any]
     "proxyshare ping": ("lean request through the client path, no resource", _micro_share("ping")),
     "counter.get()": ("proxyshare counter read", _micro_share("get")),
     "counter.increment()": ("proxyshare counter increment", _micro_share("increment")),
+    "durable counter.increment()": (
+        "the same, on a server with a state dir (fsync everysec)",
+        _micro_share("durable"),
+    ),
     "lock acquire+release": ("proxyshare lock, uncontended", _micro_share("lock")),
     "dict set": ("d[k] = v", _micro_share("dict-set")),
     "dict get": ("d[k]", _micro_share("dict-get")),

@@ -125,7 +125,11 @@ def _render_targets(report: BenchReport, verbose: bool) -> list[Any]:
     table.add_column("met?")
     if verbose:
         table.add_column("from")
+    hidden = 0
     for t in report.targets:
+        if t.measured is None and not verbose:
+            hidden += 1  # a line that says only "not run" does not earn its place on screen
+            continue
         measured = "[dim]not run[/]" if t.measured is None else f"{t.measured:.2f}"
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]—[/]"}[t.met]
         row = [t.description, f"{t.comparison} {t.limit:g}", measured, met]
@@ -134,7 +138,10 @@ def _render_targets(report: BenchReport, verbose: bool) -> list[Any]:
         table.add_row(*row)
     out: list[Any] = [table]
     if all(t.met is None for t in report.targets):
+        out = [table] if verbose else []
         out.append(Text("no target could be evaluated in this run", style="dim"))
+    elif hidden:
+        out.append(Text(f"{hidden} target(s) not run here (--verbose lists them)", style="dim"))
     return out
 
 

@@ -161,6 +161,11 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
         ),
         _spec("proxyshare-counter", "counter.increment()", "proxyshare (served)"),
         _spec(
+            "proxyshare-durable",
+            "counter.increment() on a server with a state dir (--fsync everysec)",
+            "proxyshare (served)",
+        ),
+        _spec(
             "proxyshare-lock",
             "with lock: d[k] = d[k] + 1 (mgr.lock + mgr.dict)",
             "proxyshare (served)",
@@ -292,6 +297,7 @@ class BenchEnv:
         self.quick = quick
         self.run_id = uuid.uuid4().hex[:8]
         self._share: Any = None
+        self._durable: Any = None
         self._sync: Any = None
         self._base: Any = None
         self._floor: tuple[Any, bytes] | None = None
@@ -314,6 +320,22 @@ class BenchEnv:
             self._share = mgr
             self._closers.append(mgr.shutdown)
         return self._share
+
+    def durable_manager(self) -> Any:
+        """A second ShareManager that keeps a state dir (fsync everysec), removed at close."""
+        if self._durable is None:
+            import shutil
+            import tempfile
+
+            from proxyshare._manager import ShareManager
+
+            directory = tempfile.mkdtemp(prefix="proxyshare-bench-state-")
+            self._closers.append(lambda: shutil.rmtree(directory, ignore_errors=True))
+            mgr = ShareManager(ctx=self.ctx, state_dir=f"{directory}/state", fsync="everysec")
+            mgr.start()
+            self._durable = mgr
+            self._closers.append(mgr.shutdown)
+        return self._durable
 
     def sync_manager(self) -> Any:
         if self._sync is None:
@@ -559,6 +581,18 @@ def serve_tcp(writer: Any, authkey: bytes, cert: str | None, key: str | None) ->
     server.serve_forever()
 
 
+def _durable(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    mgr = env.durable_manager()
+    counter = mgr.counter(env.name(scenario, tag))
+
+    def operations() -> int:
+        return int(mgr.status()["server"]["operations"])
+
+    return Prepared(
+        "counter", (counter,), workers * ops, counter.get, operations=operations, setup_calls=1
+    )
+
+
 def _shm(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
     mgr = env.share_manager()
     name = env.name(scenario, tag)
@@ -678,6 +712,7 @@ _PREPARE: dict[str, Callable[[BenchEnv, str, int, int, str], Prepared]] = {
     "initializer": _initializer,
     "initializer-nolock": _initializer,
     "proxyshare-counter": _share,
+    "proxyshare-durable": _durable,
     "proxyshare-lock": _share,
     "proxyshare-dict": _share,
     "proxyshare-pipeline": _share,

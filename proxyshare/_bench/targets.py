@@ -63,6 +63,13 @@ def compute_targets(report: BenchReport) -> list[Target]:
             2.5,
         ),
         (
+            "durable-vs-counter",
+            "served counter with a state dir ÷ without, µs/op",
+            ratio("proxyshare-durable", "proxyshare-counter"),
+            "<=",
+            1.5,
+        ),
+        (
             "lock-vs-basemanager",
             "served lock + dict ÷ bare stdlib BaseManager counter, µs/op",
             ratio("proxyshare-lock", "basemanager-floor"),

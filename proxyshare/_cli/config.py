@@ -38,6 +38,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError, field_validator
 
+from proxyshare import _rules as rules
 from proxyshare._address import (
     TlsAddress,
     format_address,
@@ -53,9 +54,11 @@ __all__ = [
     "ENV_ADDRESS",
     "ENV_AUTHKEY",
     "ENV_AUTHKEY_FILE",
+    "ENV_FSYNC",
     "ENV_LOG_LEVEL",
     "ENV_MAX_CONNECTIONS",
     "ENV_MAX_HANDSHAKES",
+    "ENV_STATE_DIR",
     "ENV_TLS_CA",
     "ENV_TLS_CERT",
     "ENV_TLS_CLIENT_CA",
@@ -88,6 +91,8 @@ ENV_TLS_SERVER_KEY = "PROXYSHARE_TLS_SERVER_KEY"
 ENV_TLS_CLIENT_CA = "PROXYSHARE_TLS_CLIENT_CA"
 ENV_MAX_CONNECTIONS = "PROXYSHARE_MAX_CONNECTIONS"
 ENV_MAX_HANDSHAKES = "PROXYSHARE_MAX_HANDSHAKES"
+ENV_STATE_DIR = "PROXYSHARE_STATE_DIR"
+ENV_FSYNC = "PROXYSHARE_FSYNC"
 _GROUP_OTHER = stat.S_IRWXG | stat.S_IRWXO
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -161,6 +166,22 @@ class ServeSettings(ClientSettings):
     def serves_tls(self) -> bool:
         return self.tls_server_cert is not None
 
+    state_dir: Path | None = Field(
+        default=None, description="where the state is kept and restored from (None: memory)"
+    )
+    fsync: str = Field(default="everysec", description="the state dir's fsync policy")
+
+    @field_validator("fsync")
+    @classmethod
+    def _check_fsync(cls, value: str) -> str:
+        return rules.check_fsync(value)
+
+    def server_options(self) -> dict[str, Any]:
+        """The state options of ``ShareManager`` (none without a state dir)."""
+        if self.state_dir is None:
+            return {}
+        return {"state_dir": self.state_dir, "fsync": self.fsync}
+
 
 _Settings = TypeVar("_Settings", bound=ClientSettings)
 
@@ -227,6 +248,8 @@ def load_serve_settings(
     tls_client_ca: str | None = None,
     max_connections: int | None = None,
     max_handshakes: int | None = None,
+    state_dir: str | None = None,
+    fsync: str | None = None,
 ) -> ServeSettings:
     """Settings for ``proxyshare serve``; raises ConfigError.
 
@@ -243,6 +266,14 @@ def load_serve_settings(
     fields["tls_client_ca"] = tls_client_ca or env.get(ENV_TLS_CLIENT_CA) or None
     fields["max_connections"] = _positive(max_connections, ENV_MAX_CONNECTIONS, env)
     fields["max_handshakes"] = _positive(max_handshakes, ENV_MAX_HANDSHAKES, env)
+    directory = state_dir or env.get(ENV_STATE_DIR)
+    if fsync and not directory:
+        raise ConfigError(
+            f"--fsync {fsync} needs a state dir: add --state-dir DIR (or set {ENV_STATE_DIR})"
+        )
+    if directory:
+        fields["state_dir"] = Path(directory).expanduser()
+        fields["fsync"] = fsync or env.get(ENV_FSYNC) or "everysec"
     settings = _build(ServeSettings, fields)
     _check_serve_tls(settings)
     if settings.is_redis:
@@ -356,6 +387,8 @@ def _build(model: type[_Settings], fields: dict[str, Any]) -> _Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             if field == "address":
                 message = f"{message} (from {fields.get('address_source')})"
+            elif field == "fsync":
+                message = f"{message} (from --fsync or {ENV_FSYNC})"
             elif field == "log_level":
                 message = (
                     f"invalid log level {fields.get('log_level')!r}: "

@@ -7,6 +7,7 @@ import sys
 from typing import Any, cast
 
 from proxyshare._cli.common import EXIT_OK, UsageError, add_server_options
+from proxyshare._rules import FSYNC_POLICIES
 
 __all__ = ["register", "run"]
 
@@ -52,6 +53,18 @@ def register(sub: Any) -> None:
         "(default: $PROXYSHARE_MAX_HANDSHAKES, else 256)",
     )
     serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep every resource in DIR (created with mode 0700) and restore it at start "
+        "(default: $PROXYSHARE_STATE_DIR, else memory only)",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=FSYNC_POLICIES,
+        help="with --state-dir, when the log reaches the disk: always (before every reply), "
+        "everysec (once a second; the default, or $PROXYSHARE_FSYNC) or no (when the OS likes)",
+    )
+    serve.add_argument(
         "--log-level",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -66,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     from proxyshare._address import Address, format_address, is_loopback
     from proxyshare._cli import config as _config
+    from proxyshare._cli.status_report import state_summary
     from proxyshare._manager import ShareManager
+    from proxyshare._server.state import StateDirRefused
 
     try:
         settings = _config.load_serve_settings(
@@ -78,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             tls_client_ca=args.tls_client_ca,
             max_connections=args.max_connections,
             max_handshakes=args.max_handshakes,
+            state_dir=args.state_dir,
+            fsync=args.fsync,
         )
         logging.basicConfig(
             stream=sys.stderr,
@@ -99,18 +116,24 @@ def run(args: argparse.Namespace) -> int:
         key_note = f"authkey from {settings.key_source}"
     try:
         where = settings.display_address
+        manager = ShareManager(settings.address, authkey=authkey, **settings.server_options())
         try:
-            server = ShareManager(settings.address, authkey=authkey).get_server(
+            server = manager.get_server(
                 tls_cert=settings.tls_server_cert,
                 tls_key=settings.tls_server_key,
                 tls_client_ca=settings.tls_client_ca,
                 max_connections=settings.max_connections,
                 max_handshakes=settings.max_handshakes,
             )
+        except StateDirRefused as exc:  # like a key file others can read: a usage error
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise _listen_error(where, exc) from None
         try:
             stopper.attach(server)
+            if server.journal is not None:
+                state = server.journal.describe()
+                print(f"proxyshare serve: {state_summary(state)}", flush=True)
             listening = format_address(cast(Address, server.address))
             if not settings.serves_tls and not is_loopback(settings.address):
                 print(

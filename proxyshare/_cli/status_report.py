@@ -38,6 +38,7 @@ __all__ = [
     "ServerStatus",
     "StatusReport",
     "render_status",
+    "state_summary",
 ]
 
 SCHEMA_VERSION = 1
@@ -116,6 +117,13 @@ class ServerStatus(BaseModel):
     generic_connections: int | None = Field(
         default=None, description="open connections using the stdlib manager protocol"
     )
+    state: dict[str, Any] | None = Field(
+        default=None,
+        description="the state dir (serve --state-dir): dir, fsync, format, generation, "
+        "log_bytes, snapshot_bytes, compactions, failed, and restored: what the server "
+        "found at start (snapshot, logs, records, resources, kinds, torn_tail, "
+        "requeued_items, seconds)",
+    )
 
 
 class StatusReport(BaseModel):
@@ -166,6 +174,8 @@ def render_status(report: StatusReport, now: float | None = None) -> Any:
         f"{server.operations:,} operations served, "
         f"{len(report.clients)} client connection(s), {len(report.resources)} resource(s)"
     )
+    if server.state is not None:
+        summary.append(f"\n{state_summary(server.state)}")
     parts: list[Any] = [summary]
 
     resources = Table(title="Resources", title_justify="left")
@@ -201,6 +211,31 @@ def render_status(report: StatusReport, now: float | None = None) -> Any:
     else:
         parts.append(Text("no clients connected"))
     return Group(*parts)
+
+
+def state_summary(state: Mapping[str, Any]) -> str:
+    """One line: where the state is kept, and what the server restored at start."""
+    line = f"state dir {state.get('dir')} (fsync {state.get('fsync')})"
+    if state.get("failed"):
+        return f"{line}: FAILED: {state['failed']}"
+    restored = state.get("restored") or {}
+    if not restored.get("snapshot") and not restored.get("logs"):
+        return f"{line}: new, nothing to restore"
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted((restored.get("kinds") or {}).items()))
+    line += (
+        f": restored {restored.get('resources', 0)} resource(s)"
+        f"{f' ({kinds})' if kinds else ''} from "
+        f"{'a snapshot and ' if restored.get('snapshot') else ''}"
+        f"{restored.get('records', 0):,} log record(s) in "
+        f"{float(restored.get('seconds') or 0) * 1e3:.0f} ms"
+    )
+    if restored.get("requeued_items"):
+        line += f"; {restored['requeued_items']} queue item(s) in flight went back to the front"
+    torn = restored.get("torn_tail")
+    if torn:
+        where = f"{torn.get('file')} (offset {torn.get('offset')})"
+        line += f"; dropped a torn record at the end of {where}"
+    return line
 
 
 def _dash(value: object) -> str:

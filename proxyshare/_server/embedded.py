@@ -3,6 +3,11 @@
 Both build a ``ShareServer`` (the stdlib's ``BaseManager`` would build a
 plain ``Server``).  An embedded server stops when the process that started
 it dies, which the stdlib's does not.
+
+``BaseManager.start()`` passes the server process nothing but the stdlib's
+arguments, so ``ShareManager`` sends its own server options (the state dir)
+in the initializer's place: an object with a ``proxyshare_server_options``
+dict (see ``ShareManager.start``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from proxyshare._errors import ProxyShareError
 from proxyshare._server.server import ShareServer
+from proxyshare._server.state import StateError
 
 __all__ = ["make_server", "run_embedded"]
 
@@ -32,14 +38,15 @@ def make_server(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     tls_client_ca: str | os.PathLike[str] | None = None,
-    max_connections: int | None = None,
-    max_handshakes: int | None = None,
+    **options: Any,
 ) -> ShareServer:
     """A server to run in this process (``proxyshare serve``, tests).
 
     With ``tls_cert`` (and ``tls_key``, unless the certificate file holds
     it) every connection is wrapped in TLS; ``tls_client_ca`` requires client
-    certificates signed by that CA (mutual TLS).
+    certificates signed by that CA (mutual TLS).  ``options``: the other
+    ``ShareServer`` options (``max_connections``, ``max_handshakes``,
+    ``state_dir``, ``fsync``).
     """
     context = None
     if tls_cert is not None:
@@ -50,15 +57,7 @@ def make_server(
         raise ProxyShareError(
             "--tls-key and --tls-client-ca need --tls-cert (the server's certificate)"
         )
-    return ShareServer(
-        registry,
-        address,
-        authkey,
-        serializer,
-        tls=context,
-        max_connections=max_connections,
-        max_handshakes=max_handshakes,
-    )
+    return ShareServer(registry, address, authkey, serializer, tls=context, **options)
 
 
 def run_embedded(
@@ -72,10 +71,15 @@ def run_embedded(
 ) -> None:
     """Serve until stopped; send the parent our address, or why we could not start."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    options = dict(getattr(initializer, "proxyshare_server_options", None) or {})
     try:
         if initializer is not None:
             initializer(*initargs)
-        server = ShareServer(registry, address, authkey, serializer)
+        server = ShareServer(registry, address, authkey, serializer, **options)
+    except StateError as exc:  # the message names the file and what to do
+        writer.send(ProxyShareError(f"the proxyshare server could not start: {exc}"))
+        writer.close()
+        return
     except Exception as exc:  # e.g. the address is in use: tell the parent why
         writer.send(
             ProxyShareError(

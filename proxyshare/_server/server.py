@@ -8,7 +8,9 @@ reactor (see ``reactor``): one thread reads lean requests from every ready
 session, dispatches them straight to the named resource and answers; calls
 that must wait finish on worker threads.  When a connection drops (the client
 exited or was killed) the server releases everything its session held —
-locks, semaphore permits, barrier places, queue items in flight.
+locks, semaphore permits, barrier places, queue items in flight (which go
+back to their queue: a session's next request acknowledges them).  With a
+state dir (see ``state``) every change is recorded before its reply.
 
 Each new connection's handshake (TLS first, for a server with a certificate;
 then the HMAC challenge and the first request) runs on a thread of its own,
@@ -45,16 +47,19 @@ from proxyshare._errors import (
 )
 from proxyshare._server.admission import Admission, Ticket
 from proxyshare._server.reactor import Reactor, Workers
-from proxyshare._server.resources import KINDS, QueueResource, Resource
+from proxyshare._server.resources import KINDS, Resource
 from proxyshare._server.resources.base import (
     WAIT_SLICE,
     MustWait,
     ReplySent,
     SessionGone,
+    applying_pipeline,
     forbid_waiting,
+    mutex_order,
 )
 from proxyshare._server.resources.permits import Parked
 from proxyshare._server.session import Session, Waiting
+from proxyshare._server.state import Journal
 from proxyshare._wire import INCOMPLETE, FramedSocket, keepalive
 
 if TYPE_CHECKING:
@@ -82,10 +87,12 @@ _EXPECTED = (
     pickle.UnpicklingError,
 )
 
-# opcode -> (resource class, method name), from the one table of operations
-# opcode -> (resource class, method name, whether a CANCEL can undo it)
-_RESOURCE_OPS: dict[int, tuple[type[Resource], str, bool]] = {
-    op.code: (KINDS[op.kind], op.method, op.undoable) for op in P.OPS.values() if op.kind in KINDS
+# opcode -> (resource class, method name, mutates, whether a CANCEL can undo it),
+# from the one table of operations
+_RESOURCE_OPS: dict[int, tuple[type[Resource], str, bool, bool]] = {
+    op.code: (KINDS[op.kind], op.method, op.mutates, op.undoable)
+    for op in P.OPS.values()
+    if op.kind in KINDS
 }
 _CANCEL = P.CANCEL.code
 
@@ -137,6 +144,8 @@ class ShareServer(managers.Server):
         tls: ssl.SSLContext | None = None,
         max_connections: int | None = None,
         max_handshakes: int | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        fsync: str = "everysec",
     ) -> None:
         if tls is not None and not isinstance(address, tuple):
             raise ProxyShareError(
@@ -152,7 +161,15 @@ class ShareServer(managers.Server):
         self.admission = Admission(
             self._established, max_connections, max_handshakes, HANDSHAKE_TIMEOUT
         )
-        super().__init__(registry, address, authkey, serializer)
+        # The state first: a state dir that is refused or damaged binds no address.
+        journal = None if state_dir is None else Journal(state_dir, fsync)
+        try:
+            super().__init__(registry, address, authkey, serializer)
+        except BaseException:
+            if journal is not None:
+                journal.close()
+            raise
+        self.journal = journal
         # The stdlib listens with a backlog of 16: under a burst of connections
         # (a pool starting, or a flood) a full queue makes each new TCP client
         # wait for a SYN retransmission, a second or more.  The kernel caps it.
@@ -163,7 +180,7 @@ class ShareServer(managers.Server):
             self.address = TlsAddress(*self.listener.address)
         self.stop_event = threading.Event()
         self.started = time.time()
-        self.resources: dict[str, Resource] = {}
+        self.resources: dict[str, Resource] = {} if journal is None else dict(journal.restored)
         self.registry_lock = threading.Lock()
         self.sessions: dict[int, Session] = {}
         self.sessions_lock = threading.Lock()
@@ -178,7 +195,15 @@ class ShareServer(managers.Server):
             P.NAMES.code: self._op_names,
             P.PIPELINE.code: self._op_pipeline,
             P.PING.code: self._op_ping,
+            P.BYE.code: self._op_bye,
         }
+        if journal is not None:
+            try:
+                journal.start(self)  # the restored state becomes this run's snapshot
+            except BaseException:
+                journal.close()
+                self.listener.close()
+                raise
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -219,6 +244,8 @@ class ShareServer(managers.Server):
                 self._drop(session)
             except Exception:  # must not keep the resources below from closing
                 logger.exception("closing client %s failed", session.id)
+        if self.journal is not None:
+            self.journal.close()  # synced; what a straggling worker changes now is not kept
         with self.registry_lock:
             resources = list(self.resources.values())
             self.resources.clear()
@@ -506,8 +533,7 @@ class ShareServer(managers.Server):
             return not session.ended
         session.ops += 1
         if not session.send(self._dump_reply(reply, request)):
-            self._undeliverable(request, reply)
-            self._drop(session)
+            self._drop(session)  # queue items it was handed go back (session_closed)
             return False
         return True
 
@@ -669,8 +695,7 @@ class ShareServer(managers.Server):
             return  # the session was dropped, or is back with the reactor (ReplySent)
         session.ops += 1
         if not session.send(self._dump_reply(reply, request)):
-            self._undeliverable(request, reply)
-            self._drop(session)
+            self._drop(session)  # queue items it was handed go back (session_closed)
             return
         self._attach(session)
 
@@ -687,17 +712,6 @@ class ShareServer(managers.Server):
         except BaseException:  # e.g. SystemExit from pickling a value in its args
             exc = ProxyShareError(f"{type(exc).__name__}: {exc}")
         return (exc, text)
-
-    def _undeliverable(self, request: Any, reply: tuple[int, Any]) -> None:
-        """The client died before it got its items: put them back in the queue."""
-        if reply[0] != P.OK or not isinstance(request, tuple):
-            return
-        resource = self.resources.get(request[1]) if len(request) > 1 else None
-        if isinstance(resource, QueueResource):
-            if request[0] == P.QUEUE_GET.code:
-                resource.unget([reply[1]])
-            elif request[0] == P.QUEUE_GET_MANY.code:
-                resource.unget(reply[1])
 
     def _end_session(self, session: Session) -> None:
         # A stopping server releases nothing: a lock freed while it winds down
@@ -719,14 +733,20 @@ class ShareServer(managers.Server):
 
     def dispatch(self, session: Session, request: tuple[Any, ...]) -> Any:
         """Run one lean request; return its result or raise its error."""
+        if session.unacked:
+            self._acknowledge(session)
         entry = _RESOURCE_OPS.get(request[0])
         if entry is not None:
-            cls, method, undoable = entry
+            cls, method, mutates, undoable = entry
             name = request[1]
             resource = self.resources.get(name)
             if type(resource) is not cls:
                 raise self._wrong_resource(name, cls.kind, resource)
-            result = getattr(resource, method)(session, *request[2:])
+            journal = self.journal
+            if mutates and journal is not None:
+                result = self._recorded(journal, session, resource, method, request)
+            else:
+                result = getattr(resource, method)(session, *request[2:])
             if undoable:
                 session.last = (resource, method, result)
             return result
@@ -736,6 +756,30 @@ class ShareServer(managers.Server):
                 f"unknown request {request[0]!r}: client and server versions differ?"
             )
         return handler(session, *request[1:])
+
+    @staticmethod
+    def _acknowledge(session: Session) -> None:
+        """A request from ``session``: the queue items it was handed are done with."""
+        unacked, session.unacked = session.unacked, []
+        for resource in unacked:
+            resource.ack(session)
+
+    def _recorded(
+        self,
+        journal: Journal,
+        session: Session,
+        resource: Resource,
+        method: str,
+        request: tuple[Any, ...],
+    ) -> Any:
+        """Apply a change and log it under the resource's mutex, before the reply."""
+        payload = journal.prepare(session, request)  # fails before anything changes
+        with resource.mutex:  # re-entrant; a wait on its condition releases every level
+            if resource.removed:  # deleted since the lookup: its changes must not be logged
+                raise self._wrong_resource(request[1], resource.kind, None)
+            result = getattr(resource, method)(session, *request[2:])
+            journal.append(payload)
+        return result
 
     def _wrong_resource(self, name: Any, kind: str, found: Resource | None) -> ProxyShareError:
         if found is None:
@@ -756,7 +800,11 @@ class ShareServer(managers.Server):
         with self.registry_lock:
             resource = self.resources.get(name)
             if resource is None:
-                resource = self.resources[name] = cls.create(name, options)
+                resource = cls.create(name, options)
+                if self.journal is not None and cls.durable:
+                    self.journal.record_open(session, name, kind, options)
+                    resource.journal = self.journal
+                self.resources[name] = resource
                 logger.debug("created %s %r", kind, name)
             elif resource.kind != kind:
                 raise rules.wrong_kind(name, resource.kind, kind)
@@ -766,9 +814,14 @@ class ShareServer(managers.Server):
 
     def _op_delete(self, session: Session, name: str) -> bool:
         with self.registry_lock:
-            resource = self.resources.pop(name, None)
-        if resource is None:
-            return False
+            resource = self.resources.get(name)
+            if resource is None:
+                return False
+            with resource.mutex:  # a change racing the delete is logged before it, or fails
+                if self.journal is not None and resource.durable:
+                    self.journal.record_delete(session, name)
+                resource.removed = True
+                del self.resources[name]
         resource.destroy()
         return True
 
@@ -778,21 +831,28 @@ class ShareServer(managers.Server):
     def _op_ping(self, session: Session, _name: None = None, payload: Any = None) -> Any:
         return payload
 
+    def _op_bye(self, session: Session, _name: None = None) -> None:
+        """A clean close (acknowledged by ``dispatch``, as any request): drop, no reply."""
+        raise SessionGone
+
     def _op_status(self, session: Session, _name: None = None) -> dict[str, Any]:
         with self.sessions_lock:
             sessions = list(self.sessions.values())
             ops = self.ops_finished + sum(s.ops for s in sessions)
             generic = self.generic_connections
+        server: dict[str, Any] = {
+            "pid": os.getpid(),
+            "host": _HOST,
+            "started": self.started,
+            "uptime": time.time() - self.started,
+            "operations": ops,
+            "threads": threading.active_count() - self.workers.idle,
+            "generic_connections": generic,
+        }
+        if self.journal is not None:
+            server["state"] = self.journal.describe()
         return {
-            "server": {
-                "pid": os.getpid(),
-                "host": _HOST,
-                "started": self.started,
-                "uptime": time.time() - self.started,
-                "operations": ops,
-                "threads": threading.active_count() - self.workers.idle,
-                "generic_connections": generic,
-            },
+            "server": server,
             "clients": [{**s.describe(), "since": s.since, "operations": s.ops} for s in sessions],
             "resources": [r.describe() for r in list(self.resources.values())],
         }
@@ -819,26 +879,63 @@ class ShareServer(managers.Server):
                     index, [], ProxyShareError("blocking operations cannot run in a pipeline")
                 )
             names.add(request[1])
+        journal = self.journal
+        record = None
+        if journal is not None and any(_RESOURCE_OPS[r[0]][2] for r in requests):
+            record = _Changes(journal, session, requests)  # fails before anything changes
         found = {name: self.resources.get(name) for name in names}
-        order = sorted(found, key=lambda name: (type(name).__name__, repr(name)))
+        order = sorted(found, key=mutex_order)
         mutexes = [r.mutex for name in order if (r := found[name]) is not None]
         for mutex in mutexes:
             mutex.acquire()
         results: list[Any] = []
+        applying_pipeline(True)
         try:
             for index, request in enumerate(requests):
-                cls, method, _undoable = _RESOURCE_OPS[request[0]]
+                cls, method, _mutates, _undoable = _RESOURCE_OPS[request[0]]
                 resource = found[request[1]]
+                if resource is not None and resource.removed:
+                    resource = None  # deleted since the lookup
                 try:
                     if type(resource) is not cls:
                         raise self._wrong_resource(request[1], cls.kind, resource)
                     results.append(getattr(resource, method)(session, *request[2:]))
                 except Exception as exc:
+                    if record is not None:
+                        record.applied(index)  # what was applied stays applied: log it
                     raise PipelineFailure(index, results, exc) from exc
+            if record is not None:
+                record.applied(len(requests))
         finally:
+            applying_pipeline(False)
             for mutex in reversed(mutexes):
                 mutex.release()
         return results
+
+
+class _Changes:
+    """The log record of a pipeline's changes, made before any is applied."""
+
+    __slots__ = ("changes", "journal", "payload", "requests", "session")
+
+    def __init__(self, journal: Journal, session: Session, requests: list[tuple[Any, ...]]) -> None:
+        self.journal = journal
+        self.session = session
+        self.requests = requests
+        self.changes = [r for r in requests if _RESOURCE_OPS[r[0]][2]]
+        self.payload = journal.prepare(session, (P.PIPELINE.code, None, self.changes))
+
+    def applied(self, count: int) -> None:
+        """The first ``count`` requests were applied (their mutexes are still held): log them."""
+        changes = self.changes
+        if count < len(self.requests):
+            changes = [r for r in self.requests[:count] if _RESOURCE_OPS[r[0]][2]]
+        if not changes:
+            return
+        payload = self.payload
+        if len(changes) < len(self.changes):
+            payload = self.journal.prepare(self.session, (P.PIPELINE.code, None, changes))
+        self.journal.append(payload)
 
 
 def _error_value(exc: Exception) -> tuple[Exception, str]:

@@ -4,7 +4,8 @@ A session owns what its thread acquired: locks, semaphore permits, barrier
 places.  When its connection drops, the server releases all of it.  While
 the thread waits in ``acquire()``, the session is *waiting*: parked in the
 resource's FIFO, with the reactor still watching its socket (so a client
-that dies is noticed at once) and, for a timed acquire, a timer.
+that dies is noticed at once) and, for a timed acquire, a timer.  Queue
+items it was handed stay in flight (``unacked``) until its next request.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Session:
         "send_lock",
         "since",
         "thread",
+        "unacked",
         "waiting",
         "wire",
         "writable",
@@ -79,6 +81,7 @@ class Session:
         self.since = time.time()
         self.ops = 0
         self.held: set[Resource] = set()
+        self.unacked: list[Resource] = []  # queues whose items its next request acknowledges
         self.attached = False  # watched by the reactor (else a worker owns it)
         self.ended = False  # being dropped: detached, but no worker's to hand back
         self.waiting: Waiting | None = None  # while parked in the reactor
@@ -113,6 +116,9 @@ class Session:
 
     def hold(self, resource: Resource) -> None:
         self.held.add(resource)
+
+    def awaits_ack(self, resource: Resource) -> None:
+        self.unacked.append(resource)
 
     def unpark(self) -> Waiting | None:
         """No longer parked (answered, or gone); cancels the timeout.  Returns what it was."""

@@ -216,6 +216,30 @@ def test_status_table_shows_resources_holders_waiters_and_clients(
     assert "operations served" in out and "Clients" in out
 
 
+def test_status_shows_the_state_dir_and_what_was_restored(tmp_path: Any) -> None:
+    state, port = tmp_path / "state", free_port()
+    key = {"PROXYSHARE_AUTHKEY": "state-dir-status"}
+    args = ("--address", f"127.0.0.1:{port}", "--state-dir", str(state))
+
+    def status(*extra: str) -> Any:
+        return run_cli("status", *extra, env={**key, "PROXYSHARE_ADDRESS": f"127.0.0.1:{port}"})
+
+    with serve(*args, env=key):
+        assert f"state dir {state} (fsync everysec): new" in " ".join(status().stdout.split())
+        mgr = proxyshare.connect(f"127.0.0.1:{port}", authkey=key["PROXYSHARE_AUTHKEY"])
+        mgr.counter("hits").increment(5)
+        mgr.queue("jobs").put_many([1, 2])
+        close_all_channels()
+    with serve(*args, "--fsync", "no", env=key) as again:
+        assert "restored 2 resource(s) (1 counter, 1 queue)" in again.out()
+        table = " ".join(status().stdout.split())
+        assert f"state dir {state} (fsync no): restored 2 resource(s)" in table
+        report = StatusReport.model_validate_json(status("--json").stdout)
+        restored = report.server.state
+        assert restored is not None and restored["restored"]["resources"] == 2
+        assert restored["fsync"] == "no" and restored["failed"] is None
+
+
 # -- errors ------------------------------------------------------------------------------
 
 

@@ -192,3 +192,48 @@ def block_in(kind: str, proxy: Any, ready: Any) -> None:
     proxy.name  # noqa: B018  # (no round trip) keeps the proxy alive in this frame
     ready.set()
     _blocking_call(kind, proxy)
+
+
+# -- durable state and at-least-once queues ---------------------------------------------
+
+
+def count_acks_until_unavailable(counter: Any, tally: Any, key: str, results: Any) -> None:
+    """Increment a counter and a dict key in turn until the server dies.
+
+    Reports ``(key, acknowledged increments, acknowledged dict increments)``:
+    the calls that returned, which a restarted server must all still hold.
+    """
+    acked = [0, 0]
+    try:
+        while True:
+            counter.increment()
+            acked[0] += 1
+            tally.increment(key)
+            acked[1] += 1
+    except ServerUnavailableError:
+        results.put((key, *acked))
+
+
+def take_and_hold(q: Any, how: str, taken: Any) -> None:
+    """Take work from ``q`` (``get`` or ``get_many``), report it, then "work" until killed."""
+    got = q.get(timeout=30) if how == "get" else q.get_many(2, timeout=30)
+    taken.put(got)
+    while True:
+        time.sleep(60)
+
+
+def take_one(q: Any) -> Any:
+    """A pool task that takes one item and returns: its process then exits cleanly."""
+    return q.get(timeout=30)
+
+
+class PicklesOnlyWhereMade:
+    """Crosses to the server, which cannot pickle it again (to record it): another pid."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = os.getpid() if pid is None else pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if os.getpid() != self.pid:
+            raise TypeError("PicklesOnlyWhereMade pickles only in the process that made it")
+        return (PicklesOnlyWhereMade, (self.pid,))

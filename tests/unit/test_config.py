@@ -289,3 +289,27 @@ def test_a_redis_password_never_shows_in_the_displayed_address(url: str) -> None
 
     shown = load_client_settings(url, None, environ={}).display_address
     assert "hunter2" not in shown and "***" in shown
+
+
+# -- the state dir -------------------------------------------------------------------------
+
+
+def test_the_state_dir_and_fsync_come_from_flags_else_the_environment(tmp_path: Path) -> None:
+    env = {"PROXYSHARE_STATE_DIR": str(tmp_path / "env"), "PROXYSHARE_FSYNC": "no"}
+    settings = load_serve_settings(environ=env)
+    assert settings.state_dir == tmp_path / "env" and settings.fsync == "no"
+    flagged = load_serve_settings(environ=env, state_dir=str(tmp_path / "flag"), fsync="always")
+    assert flagged.server_options() == {"state_dir": tmp_path / "flag", "fsync": "always"}
+    assert load_serve_settings(environ={}).server_options() == {}
+    assert load_serve_settings(environ={}, state_dir="d").fsync == "everysec"
+
+
+def test_fsync_without_a_state_dir_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--fsync always needs a state dir: add --state-dir"):
+        load_serve_settings(environ={}, fsync="always")
+
+
+def test_an_unknown_fsync_policy_is_refused_naming_the_choices() -> None:
+    env = {"PROXYSHARE_STATE_DIR": "d", "PROXYSHARE_FSYNC": "sometimes"}
+    with pytest.raises(ConfigError, match="invalid fsync policy 'sometimes': use always"):
+        load_serve_settings(environ=env)

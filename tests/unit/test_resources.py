@@ -31,7 +31,7 @@ from proxyshare._server.resources import (
     Resource,
     SemaphoreResource,
 )
-from proxyshare._server.resources.base import WAIT_SLICE, SessionGone
+from proxyshare._server.resources.base import WAIT_SLICE, SessionGone, applying_pipeline
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,11 +43,15 @@ OPS = 2_000
 class FakeSession:
     """Stands in for ``_server.Session``: a client that can 'die' on demand."""
 
+    _ids = iter(range(1, 1 << 30))
+
     def __init__(self, pid: int = 1, host: str = "testhost") -> None:
+        self.id = next(FakeSession._ids)
         self.pid = pid
         self.host = host
         self.dead = False
         self.held: set[Resource] = set()
+        self.unacked: list[Resource] = []
 
     def alive(self) -> bool:
         return not self.dead
@@ -57,6 +61,15 @@ class FakeSession:
 
     def hold(self, resource: Resource) -> None:
         self.held.add(resource)
+
+    def awaits_ack(self, resource: Resource) -> None:
+        self.unacked.append(resource)
+
+    def next_request(self) -> None:
+        """What the server does when this session's next request arrives."""
+        unacked, self.unacked = self.unacked, []
+        for resource in unacked:
+            resource.ack(self)
 
     def reply_early(self, result: Any, resource: Resource) -> bool:
         return False  # no connection: the woken waiter returns its result itself
@@ -654,11 +667,55 @@ def test_closing_a_queue_wakes_blocked_getters_and_putters(
     assert q.get(s2) == "x"
 
 
-def test_unget_puts_items_back_at_the_front_in_order(s1: FakeSession) -> None:
+def test_items_of_a_consumer_that_dies_go_back_to_the_front_in_order(
+    s1: FakeSession, s2: FakeSession
+) -> None:
     q = QueueResource("q")
-    q.put_many(s1, [3, 4])
-    q.unget([1, 2])
-    assert q.get_many(s1, 10) == [1, 2, 3, 4]
+    q.put_many(s2, [1, 2, 3, 4, 5])
+    assert q.get_many(s1, 2) == [1, 2]
+    assert q.get(s2) == 3
+    assert q.describe()["in_flight"] == 3 and q.qsize(s1) == 2
+    s1.die(q)
+    assert q.get_many(FakeSession(), 10) == [1, 2, 4, 5]
+
+
+def test_the_next_request_acknowledges_what_a_consumer_was_handed(s1: FakeSession) -> None:
+    q = QueueResource("q")
+    q.put_many(s1, ["a", "b"])
+    assert q.get(s1) == "a"
+    s1.next_request()
+    assert q.get(s1) == "b"  # handed out: in flight until the next request
+    s1.next_request()
+    s1.die(q)
+    assert q.qsize(s1) == 0 and q.describe()["in_flight"] == 0
+
+
+def test_items_in_a_pipeline_are_one_batch_that_goes_back_together(s1: FakeSession) -> None:
+    q = QueueResource("q")
+    q.put_many(s1, ["a", "b", "c"])
+    with q.mutex:  # as a pipeline holds it
+        assert [q.get(s1, False), q.get(s1, False)] == ["a", "b"]
+    assert s1.unacked == [q]  # one acknowledgment covers both
+    assert q.requeue(s1) == 2
+    assert q.get_many(s1, 10) == ["a", "b", "c"]
+
+
+def test_a_queue_dumps_and_loads_its_items_in_flight_back_in_front(
+    s1: FakeSession, s2: FakeSession
+) -> None:
+    q = QueueResource("q", maxsize=5)
+    q.put_many(s1, [1, 2, 3, 4])
+    q.get(s1)
+    q.get(s2)
+    q.close(s1)
+    restored = QueueResource.create("q", q.options())
+    sessions: dict[int, Any] = {}
+    restored.load_state(
+        pickle.loads(pickle.dumps(q.dump_state())), lambda sid: sessions.setdefault(sid, sid)
+    )
+    assert restored.describe()["in_flight"] == 2 and restored.closed
+    assert restored.requeue_all() == 2
+    assert restored.get_many(s1, 10) == [1, 2, 3, 4]
 
 
 def test_queue_getter_whose_session_dies_takes_nothing(s1: FakeSession, s2: FakeSession) -> None:
@@ -980,6 +1037,7 @@ def test_describe_reports_what_status_needs(s1: FakeSession) -> None:
         "size": 3,
         "maxsize": 5,
         "closed": False,
+        "in_flight": 0,
         "blocked_getters": 0,
         "blocked_putters": 0,
     }
@@ -1017,11 +1075,33 @@ def test_every_kind_is_registered() -> None:
 
 def test_put_many_inside_a_pipeline_never_waits(s1: FakeSession) -> None:
     q = QueueResource("q", maxsize=2)
-    with q.mutex:  # what the server's pipeline holds while applying a batch
-        q.put_many(s1, [1])
-        with pytest.raises(queue.Full):
-            q.put_many(s1, [2, 3])
+    applying_pipeline(True)  # as the server's pipeline does while it holds the mutexes
+    try:
+        with q.mutex:
+            q.put_many(s1, [1])
+            with pytest.raises(queue.Full):
+                q.put_many(s1, [2, 3])
+    finally:
+        applying_pipeline(False)
     assert q.get_many(s1, 10) == [1]
+
+
+def test_put_many_under_its_own_mutex_outside_a_pipeline_still_waits(
+    s1: FakeSession, s2: FakeSession
+) -> None:
+    """A server with a state dir applies every change under the resource's mutex."""
+    q = QueueResource("q", maxsize=2)
+    q.put_many(s1, [1, 2])
+
+    def put_under_the_mutex() -> None:
+        with q.mutex:
+            q.put_many(s1, [3], True, 10)
+
+    putter = Call(put_under_the_mutex)
+    wait_until(lambda: q.blocked["put"] == 1)
+    assert q.get(s2) == 1
+    putter.result()
+    assert q.get_many(s2, 10) == [2, 3]
 
 
 # -- the queue against a model (non-blocking operations, any order) -----------------

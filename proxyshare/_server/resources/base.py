@@ -18,25 +18,41 @@ that thread an acquire that has to wait joins the FIFO and raises ``Parked``
 (see ``permits``: the reactor answers it later, with no thread), and any
 other call that would wait raises :class:`MustWait`, having changed nothing,
 so the server runs it again on a worker thread.
+
+With a state dir (see ``_server.state``) every kind keeps its durable state
+next to its code: ``dump_state()`` returns it as plain data (a copy, taken
+under the mutex) and ``load_state()`` puts it back after ``create()``.
+Changes made by the server itself rather than by a request (a queue's
+acknowledgments and requeues) are written through ``journal``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "WAIT_SLICE",
+    "Journal",
     "MustWait",
     "ReplySent",
     "Resource",
     "SessionGone",
     "SessionLike",
+    "applying_pipeline",
     "deadline_after",
     "forbid_waiting",
+    "in_pipeline",
+    "mutex_order",
     "no_waiting_here",
     "time_slice",
+    "waiting_forbidden",
 ]
 
 
@@ -46,7 +62,13 @@ WAIT_SLICE = 0.1  # how often a blocked waiter checks that its client is alive
 class SessionLike(Protocol):
     """What resources need to know about a caller."""
 
+    id: int  # unique among the server's sessions (names the session in the state log)
+
     def alive(self) -> bool: ...
+
+    def awaits_ack(self, resource: Resource) -> None:
+        """``resource`` handed this session something its next request acknowledges."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -88,6 +110,39 @@ def no_waiting_here() -> bool:
     return getattr(_thread, "no_waiting", False)
 
 
+@contextlib.contextmanager
+def waiting_forbidden() -> Iterator[None]:
+    """``forbid_waiting`` for a while (replaying the state log must never wait)."""
+    before = no_waiting_here()
+    _thread.no_waiting = True
+    try:
+        yield
+    finally:
+        _thread.no_waiting = before
+
+
+def applying_pipeline(applying: bool) -> None:
+    """Whether this thread applies a pipeline, holding several mutexes: nothing may wait."""
+    _thread.pipeline = applying
+
+
+def in_pipeline() -> bool:
+    return getattr(_thread, "pipeline", False)
+
+
+def mutex_order(name: str) -> tuple[str, str]:
+    """The one order in which several resources' mutexes are taken (no deadlock)."""
+    return (type(name).__name__, repr(name))
+
+
+class Journal(Protocol):
+    """Where a resource records a change made outside a request (see ``_server.state``)."""
+
+    def record(self, resource: Resource, session: SessionLike, method: str) -> None:
+        """Log ``resource.<method>(session)``; called under ``resource.mutex``."""
+        ...
+
+
 def deadline_after(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
@@ -103,10 +158,13 @@ class Resource:
     """Base of server-side resources."""
 
     kind: ClassVar[str] = "resource"
+    durable: ClassVar[bool] = True  # kept in a state dir (the shared-memory files are not)
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.mutex = threading.RLock()
+        self.removed = False  # deleted from the registry (set under the mutex)
+        self.journal: Journal | None = None  # set by the server when it keeps a state dir
 
     @classmethod
     def create(cls, name: str, options: dict[str, Any]) -> Resource:
@@ -130,6 +188,16 @@ class Resource:
 
         Called only for operations the table marks ``undoable``.
         """
+
+    def ack(self, session: SessionLike) -> None:
+        """``session`` sent its next request: what it was handed is acknowledged."""
+
+    def dump_state(self) -> Any:
+        """The durable state as plain data (a copy); called under the mutex."""
+        return None
+
+    def load_state(self, state: Any, session_of: Callable[[int], SessionLike]) -> None:
+        """Put back what ``dump_state`` returned; ``session_of`` maps logged session ids."""
 
     def destroy(self) -> None:
         """Called when the resource is deleted or the server stops: wake waiters, free files."""

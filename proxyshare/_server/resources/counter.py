@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from proxyshare import _rules as rules
@@ -19,6 +20,12 @@ class CounterResource(Resource):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "value": self.value}
+
+    def dump_state(self) -> int:
+        return self.value
+
+    def load_state(self, state: Any, session_of: Callable[[int], SessionLike]) -> None:
+        self.value = rules.check_int(state, "a stored counter value")
 
     def get(self, session: SessionLike) -> int:
         return self.value

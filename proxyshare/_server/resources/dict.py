@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from proxyshare import _rules as rules
@@ -19,6 +20,12 @@ class DictResource(Resource):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "size": len(self.data)}
+
+    def dump_state(self) -> dict[Any, Any]:
+        return dict(self.data)  # values are replaced, never changed in place: a shallow copy
+
+    def load_state(self, state: Any, session_of: Callable[[int], SessionLike]) -> None:
+        self.data = dict(state)
 
     def get(self, session: SessionLike, key: Any) -> Any:
         return self.data[key]
@@ -63,6 +70,9 @@ class DictResource(Resource):
     def update(self, session: SessionLike, items: dict[Any, Any]) -> None:
         if not isinstance(items, dict):
             raise TypeError(f"update() needs a dict, not {type(items).__name__}")
+        # A plain copy first: a dict subclass's own iteration could fail half-way
+        # through, leaving a change that no log (and no reply) accounts for.
+        items = dict(items)
         with self.mutex:
             self.data.update(items)
 

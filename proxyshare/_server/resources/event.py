@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from proxyshare import _rules as rules
@@ -39,6 +40,12 @@ class EventResource(Resource):
     def describe(self) -> dict[str, Any]:
         with self.mutex:
             return {**super().describe(), "set": self.flag, "waiting": self.waiting}
+
+    def dump_state(self) -> bool:
+        return self.flag
+
+    def load_state(self, state: Any, session_of: Callable[[int], SessionLike]) -> None:
+        self.flag = bool(state)
 
     def set(self, session: SessionLike) -> None:
         with self.mutex:

@@ -1,11 +1,11 @@
-"""The served queue: FIFO items, bounded or not, closable."""
+"""The served queue: FIFO items, bounded or not, closable, delivered at least once."""
 
 from __future__ import annotations
 
 import collections
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from proxyshare import _rules as rules
@@ -16,6 +16,7 @@ from proxyshare._server.resources.base import (
     SessionGone,
     SessionLike,
     deadline_after,
+    in_pipeline,
     no_waiting_here,
     time_slice,
 )
@@ -24,12 +25,20 @@ __all__ = ["QueueResource"]
 
 
 class QueueResource(Resource):
-    """A FIFO of pickled-by-the-transport items.
+    """A FIFO of pickled-by-the-transport items, delivered at least once.
 
     ``close()`` refuses further puts and lets getters drain what is left;
     getting from a closed, empty queue raises (the client's iteration helper
-    stops there).  Items handed to a client that died before it received them
-    go back to the front (``unget``, called by the server).
+    stops there).
+
+    An item (or a ``get_many`` batch) handed to a session stays *in flight*
+    for that session until its next request, which acknowledges it (``ack``,
+    called by the server; a clean close is a last request), or until its
+    connection drops, which puts the items back at the front, in order
+    (``requeue``, through ``session_closed``).  So an item is delivered again
+    only after a consumer died holding it, once per such death.  In-flight
+    items count neither in ``qsize()`` nor against ``maxsize``; a state dir
+    keeps them, and a restart puts them back at the front (``requeue_all``).
     """
 
     kind = "queue"
@@ -42,6 +51,9 @@ class QueueResource(Resource):
         self.deleted = False
         self.blocked = {"get": 0, "put": 0}  # callers parked in get/put, for status
         self.changed = threading.Condition(self.mutex)
+        # session -> (batch number, items it was handed and has not acknowledged)
+        self.in_flight: dict[SessionLike, tuple[int, list[Any]]] = {}
+        self._batches = 0  # numbers batches in the order they were handed out
 
     def options(self) -> dict[str, Any]:
         return {"maxsize": self.maxsize}
@@ -53,6 +65,7 @@ class QueueResource(Resource):
                 "size": len(self.items),
                 "maxsize": self.maxsize,
                 "closed": self.closed,
+                "in_flight": sum(len(batch) for _, batch in self.in_flight.values()),
                 "blocked_getters": self.blocked["get"],
                 "blocked_putters": self.blocked["put"],
             }
@@ -124,9 +137,10 @@ class QueueResource(Resource):
         if not isinstance(items, list):
             raise TypeError(f"put_many() needs a list of items, not {type(items).__name__}")
         seconds = rules.check_queue_timeout(block, timeout)
-        # Already holding the mutex means a pipeline is applying this: waiting
-        # would let others in mid-batch while it holds other mutexes, so don't.
-        if self.mutex._is_owned():  # type: ignore[attr-defined]
+        # A pipeline holds other mutexes: waiting would let others in mid-batch.
+        # (Holding this mutex proves nothing: a server with a state dir applies
+        # every change under it, and a wait on the condition releases it.)
+        if in_pipeline():
             block, seconds = False, None
         with self.mutex:
             self._room_for(len(items), session, bool(block), seconds)
@@ -151,6 +165,7 @@ class QueueResource(Resource):
                 if not self.items:
                     raise self._closed_and_empty()
             item = self.items.popleft()
+            self._hand_out(session, [item])
             self.changed.notify_all()
             return item
 
@@ -171,18 +186,80 @@ class QueueResource(Resource):
                 )
             taken = [self.items.popleft() for _ in range(min(max_items, len(self.items)))]
             if taken:
+                self._hand_out(session, taken)
                 self.changed.notify_all()
             return taken
 
     def undo(self, session: SessionLike, method: str, result: Any) -> None:
-        """A get that its caller cancelled: its items go back to the front."""
-        self.unget(result if method == "get_many" else [result])
+        """A get that its caller cancelled after its reply went out: the items go back."""
+        self.requeue(session)
 
-    def unget(self, items: Iterable[Any]) -> None:
-        """Put back items whose reply could not be delivered (the taker died)."""
+    # -- at least once -----------------------------------------------------------
+
+    def _hand_out(self, session: SessionLike, items: list[Any]) -> None:
+        """``items`` go to ``session``: in flight until it acknowledges them (under the mutex)."""
+        entry = self.in_flight.get(session)
+        if entry is None:
+            self._batches += 1
+            self.in_flight[session] = (self._batches, list(items))
+            session.hold(self)  # its drop calls session_closed
+            session.awaits_ack(self)  # its next request calls ack
+        else:
+            entry[1].extend(items)  # a second get in one pipeline
+
+    def ack(self, session: SessionLike) -> None:
+        """``session`` made its next request: what it was handed is done with."""
         with self.mutex:
-            self.items.extendleft(reversed(list(items)))
+            if self.in_flight.pop(session, None) is not None and self.journal is not None:
+                self.journal.record(self, session, "ack")
+
+    def requeue(self, session: SessionLike) -> int:
+        """Put what ``session`` has in flight back at the front, in order; how many items.
+
+        The server calls this when the session's connection drops (and when a
+        get whose reply already went out is cancelled).
+        """
+        with self.mutex:
+            entry = self.in_flight.pop(session, None)
+            if entry is None:
+                return 0
+            self.items.extendleft(reversed(entry[1]))
             self.changed.notify_all()
+            if self.journal is not None:
+                self.journal.record(self, session, "requeue")
+            return len(entry[1])
+
+    def requeue_all(self) -> int:
+        """Every in-flight item back at the front, oldest batch first (at a restart)."""
+        with self.mutex:
+            batches = sorted(self.in_flight.values(), key=lambda entry: entry[0])
+            self.in_flight.clear()
+            items = [item for _, batch in batches for item in batch]
+            if items:
+                self.items.extendleft(reversed(items))
+                self.changed.notify_all()
+            return len(items)
+
+    def session_closed(self, session: SessionLike) -> None:
+        self.requeue(session)
+
+    def dump_state(self) -> dict[str, Any]:
+        return {
+            "items": list(self.items),
+            "closed": self.closed,
+            "in_flight": [
+                (session.id, number, list(batch))
+                for session, (number, batch) in self.in_flight.items()
+            ],
+        }
+
+    def load_state(self, state: Any, session_of: Callable[[int], SessionLike]) -> None:
+        self.items = collections.deque(state["items"])
+        self.closed = bool(state["closed"])
+        self.in_flight = {
+            session_of(sid): (int(number), list(batch)) for sid, number, batch in state["in_flight"]
+        }
+        self._batches = max((number for number, _ in self.in_flight.values()), default=0)
 
     def qsize(self, session: SessionLike) -> int:
         return len(self.items)

@@ -90,6 +90,7 @@ class _ShmResource(Resource):
     """Creates, describes and removes one shared-memory file."""
 
     file_kind: ClassVar[str] = ""
+    durable: ClassVar[bool] = False  # clients change the file directly: nothing to log
 
     def __init__(self, name: str, size: int = FILE_SIZE) -> None:
         super().__init__(name)
