@@ -74,9 +74,16 @@ def serve_in_thread(
         client = proxyshare.connect(server.address, authkey=key)
         yield server, client
     finally:
-        close_all_channels()
+        # Stop the server before this process's clients hang up.  The other way
+        # round, the reactor may read a lock holder's EOF while the server is not
+        # yet stopping, release the lock as for any client that left, and grant
+        # it to a waiter: a test expecting that waiter's connection to end would
+        # read the grant instead, whenever the scheduler ran the reactor first.
         server.stop()
         thread.join(10)
+        close_all_channels()
+        if thread.is_alive():
+            raise AssertionError("the server thread did not stop within 10 s")
 
 
 @pytest.fixture
