@@ -162,6 +162,7 @@ class Session:
         "pid",
         "resume",
         "since",
+        "stopping",
         "thread",
         "wire",
     )
@@ -173,6 +174,7 @@ class Session:
         host: str,
         thread: str,
         resume: Callable[[Session], None],
+        stopping: threading.Event,
     ) -> None:
         self.id = next(_ids)
         self.wire = wire
@@ -187,6 +189,7 @@ class Session:
         # (resource, waiter, its timeout's timer or None) while parked in the reactor
         self.parked: tuple[Any, Any, Timer | None] | None = None
         self.resume = resume  # hands the session back to the reactor
+        self.stopping = stopping  # the server's stop_event
 
     def alive(self) -> bool:
         """False once the client has gone: its socket reads as EOF.
@@ -226,7 +229,11 @@ class Session:
         request is served without waiting for that worker to wake.
         """
         self.unpark()  # before the reply: the client's next request may follow at once
-        if not self.answer((P.OK, result)):
+        # A stopping server grants nothing (see ShareServer._end_session): a lock
+        # freed now, by a release or a lease running out, must not tell a waiter
+        # True from a server that is going away.  Sent no reply, the waiter sees
+        # its connection end at close() (ServerUnavailableError).
+        if not self.stopping.is_set() and not self.answer((P.OK, result)):
             return False  # the client is gone: its EOF ends the session
         # A worker's wait (see _server): hand the session back.  Read ``attached``
         # first: ``_drop`` sets ``ended`` before it detaches a session.
@@ -405,7 +412,7 @@ class ShareServer(managers.Server):
 
     def _start_session(self, wire: FramedSocket, hello: tuple[Any, ...]) -> None:
         _op, _name, pid, host, thread = hello
-        session = Session(wire, int(pid), str(host), str(thread), self._attach)
+        session = Session(wire, int(pid), str(host), str(thread), self._attach, self.stop_event)
         with self.sessions_lock:
             self.sessions[session.id] = session
         try:
