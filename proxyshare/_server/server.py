@@ -415,7 +415,9 @@ class ShareServer(managers.Server):
 
     def _start_session(self, wire: FramedSocket, hello: tuple[Any, ...]) -> None:
         _op, _name, pid, host, thread = hello
-        session = Session(wire, int(pid), str(host), str(thread), self._attach, self._want_write)
+        session = Session(
+            wire, int(pid), str(host), str(thread), self._attach, self._want_write, self.stop_event
+        )
         with self.sessions_lock:
             self.sessions[session.id] = session
         try:

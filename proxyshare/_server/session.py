@@ -57,6 +57,7 @@ class Session:
         "resume",
         "send_lock",
         "since",
+        "stopping",
         "thread",
         "unacked",
         "waiting",
@@ -72,6 +73,7 @@ class Session:
         thread: str,
         resume: Callable[[Session], None],
         writable: Callable[[Session], None],
+        stopping: threading.Event,
     ) -> None:
         self.id = next(_ids)
         self.wire = wire
@@ -95,6 +97,7 @@ class Session:
         self.outbox: list[memoryview] = []
         self.send_lock = threading.Lock()  # replies come from several threads
         self.writable = writable  # asks the reactor to wait for the socket to be writable
+        self.stopping = stopping  # the server's stop_event
 
     def alive(self) -> bool:
         """False once the client has gone, or has cancelled the call it waits in.
@@ -179,7 +182,11 @@ class Session:
         """
         self.unpark()  # before the reply: the client's next request may follow at once
         self.last = (resource, "acquire", result)  # a CANCEL that crossed the reply undoes it
-        if not self.answer((P.OK, result)):
+        # A stopping server grants nothing (see ShareServer._end_session): a lock
+        # freed now, by a release or a lease running out, must not tell a waiter
+        # True from a server that is going away.  Sent no reply, the waiter sees
+        # its connection end at close() (ServerUnavailableError).
+        if not self.stopping.is_set() and not self.answer((P.OK, result)):
             return False  # the client is gone: its EOF ends the session
         # A worker's wait (see server.py): hand the session back.  Read ``attached``
         # first: ``_drop`` sets ``ended`` before it detaches a session.

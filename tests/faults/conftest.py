@@ -74,9 +74,16 @@ def serve_in_thread(
         client = proxyshare.connect(server.address, authkey=key)
         yield server, client
     finally:
-        close_all_channels()
+        # Stop the server before this process's clients hang up.  The other way
+        # round, the reactor may read a lock holder's EOF while the server is not
+        # yet stopping, release the lock as for any client that left, and grant
+        # it to a waiter: a test expecting that waiter's connection to end would
+        # read the grant instead, whenever the scheduler ran the reactor first.
         server.stop()
         thread.join(10)
+        close_all_channels()
+        if thread.is_alive():
+            raise AssertionError("the server thread did not stop within 10 s")
 
 
 @pytest.fixture
@@ -116,6 +123,35 @@ def server_load(mgr: proxyshare.ShareManager) -> tuple[int, int]:
     """(server threads, connected clients) as ``status`` reports them."""
     status = mgr.status()
     return status["server"]["threads"], len(status["clients"])
+
+
+def settled(mgr: proxyshare.ShareManager, baseline: tuple[int, int], timeout: float) -> float:
+    """Seconds until ``server_load`` is back to ``baseline``: the same clients, and no
+    more server threads than then.
+
+    Not "the same threads": a baseline read just after this process's first
+    call may count the server thread that did that connection's handshake,
+    which exits on its own schedule after the session has started (and
+    after the first replies).  Waiting for exactly that count then failed
+    whenever the thread was gone by the end.  A thread left behind by each
+    of the test's clients still shows.  On timeout the error says what is
+    left over, so a failure in a flake hunt's log can be diagnosed from it.
+    """
+    last: list[tuple[int, int]] = []
+
+    def back() -> bool:
+        last[:] = [server_load(mgr)]
+        threads, clients = last[0]
+        return threads <= baseline[0] and clients == baseline[1]
+
+    try:
+        return poll_until(back, timeout)
+    except AssertionError:
+        clients = mgr.status()["clients"]
+        raise AssertionError(
+            f"server load (threads, clients) still {last[0]}, baseline {baseline}, "
+            f"after {timeout}s; clients: {clients}"
+        ) from None
 
 
 def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.005) -> float:

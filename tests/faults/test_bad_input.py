@@ -23,7 +23,7 @@ from proxyshare import _protocol as P
 from proxyshare._server import ShareServer
 from proxyshare._server import server as _server
 from tests.faults import workers
-from tests.faults.conftest import Figures, poll_until, serve_in_thread, server_load
+from tests.faults.conftest import Figures, serve_in_thread, server_load, settled
 
 KEY = b"the right key for the bad-input tests"
 HANDSHAKE = 0.5  # seconds; lowered from 10 so idle connections are dropped quickly
@@ -63,7 +63,7 @@ class Served:
 
     def assert_settled(self) -> float:
         """Seconds until the server's threads and connections are back to the baseline."""
-        return poll_until(lambda: server_load(self.client) == self.baseline, timeout=10)
+        return settled(self.client, self.baseline, timeout=10)
 
 
 @pytest.fixture

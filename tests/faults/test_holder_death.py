@@ -13,7 +13,7 @@ import pytest
 
 import proxyshare
 from tests.faults import workers
-from tests.faults.conftest import Figures, poll_until, reap, server_load
+from tests.faults.conftest import Figures, poll_until, reap, server_load, settled
 from tests.support import START_METHODS
 
 
@@ -69,7 +69,7 @@ def test_pool_worker_killed_mid_task_20_times_releases_its_locks_and_leaks_nothi
             broke_at = time.monotonic()
         poll_until(lambda: not lock.locked() and permits.value() == 2, timeout=5)
         worst = max(worst, time.monotonic() - broke_at)
-    settle = poll_until(lambda: server_load(manager) == baseline, timeout=10)
+    settle = settled(manager, baseline, timeout=10)
     assert manager.names() == resources
     status = manager.status()
     assert [r for r in status["resources"] if r.get("holders") or r.get("waiters")] == []
@@ -120,7 +120,7 @@ def test_a_client_killed_while_blocked_leaves_no_waiter_no_lost_item_and_no_thre
         poll_until(blocked, timeout=30)
         killed_at = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
-        poll_until(lambda: server_load(manager) == baseline, timeout=5)
+        settled(manager, baseline, timeout=5)
         recovered = time.monotonic() - killed_at
         # Not before: an item handed over in the instant between kill() and the
         # socket closing is written to the dying client and lost (at-most-once).

@@ -9,7 +9,7 @@ import pytest
 
 import proxyshare
 from tests.faults import workers
-from tests.faults.conftest import Figures, poll_until, reap, server_load
+from tests.faults.conftest import Figures, reap, server_load, settled
 
 CLIENTS = 64
 # fork keeps 64 process starts cheap on a 2-core machine; the start methods
@@ -39,7 +39,7 @@ def test_64_processes_x_1000_increments_lose_0_updates_and_leak_0_connections(
     baseline = server_load(manager)
     elapsed = _run_clients(workers.increment_n, (counter, 1000))
     assert counter.get() == CLIENTS * 1000  # 64,000: 0 lost
-    settle = poll_until(lambda: server_load(manager) == baseline, timeout=10)
+    settle = settled(manager, baseline, timeout=10)
     figures.record(
         f"{CLIENTS} procs x 1000 increment()",
         f"{counter.get()} / 64000, 0 lost, {elapsed:.1f}s",
@@ -56,7 +56,7 @@ def test_64_processes_x_200_locked_dict_updates_lose_0_and_leak_0_connections(
     elapsed = _run_clients(workers.locked_read_modify_write, (lock, totals, "k", 200))
     assert totals["k"] == CLIENTS * 200  # 12,800: 0 lost
     assert not lock.locked()
-    settle = poll_until(lambda: server_load(manager) == baseline, timeout=10)
+    settle = settled(manager, baseline, timeout=10)
     figures.record(
         f"{CLIENTS} procs x 200 lock+dict RMW",
         f"{totals['k']} / 12800, 0 lost, {elapsed:.1f}s",

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -49,6 +50,23 @@ def _in_thread(fn: Any, *args: Any) -> Any:
     """Run ``fn`` in another thread (another owner, for both backends) and return its result."""
     with cf.ThreadPoolExecutor(1) as pool:
         return pool.submit(fn, *args).result(timeout=30)
+
+
+def _blocked(backend: Any, name: str, field: str) -> bool:
+    """True once another thread waits on ``name`` inside the backend.
+
+    A served resource lists its ``waiters`` (lock, semaphore) or counts its
+    ``blocked_getters``/``blocked_putters`` (queue).  Redis keeps no such
+    list: a waiter there is a connection blocked in BLPOP on the resource's
+    wake-up list, which ``CLIENT LIST`` shows (tests run one at a time, each
+    with its own key prefix, so no other test's client is blocked).
+    """
+    if isinstance(backend, proxyshare.ShareManager):
+        (found,) = [r for r in backend.status()["resources"] if r["name"] == name]
+        return bool(found[field])
+    listing = backend._transport.client().execute_command("CLIENT", "LIST")
+    text = listing.decode() if isinstance(listing, bytes) else str(listing)
+    return any(re.search(r"\bflags=\S*b.*\bcmd=blpop\b", line) for line in text.splitlines())
 
 
 # -- counter ------------------------------------------------------------------------------
@@ -148,7 +166,8 @@ def test_lock_waiter_gets_the_lock_when_it_is_released(backend: Any) -> None:
     thread = threading.Thread(target=waiter)
     thread.start()
     try:
-        assert not got.wait(0.2)
+        wait_until(lambda: _blocked(backend, "handoff", "waiters"), timeout=30)
+        assert not got.is_set()
         lock.release()
         wait_until(got.is_set, timeout=10)
     finally:
@@ -309,6 +328,7 @@ def test_blocked_putter_proceeds_when_a_getter_makes_room(backend: Any) -> None:
     putter = threading.Thread(target=q.put, args=("second",), kwargs={"timeout": 30})
     putter.start()
     try:
+        wait_until(lambda: _blocked(backend, "room", "blocked_putters"), timeout=30)
         assert q.get(timeout=5) == "first"
         assert q.get(timeout=30) == "second"
     finally:
@@ -317,12 +337,15 @@ def test_blocked_putter_proceeds_when_a_getter_makes_room(backend: Any) -> None:
 
 def test_blocked_getter_wakes_when_an_item_arrives(backend: Any) -> None:
     q = backend.queue("wake")
-    timer = threading.Timer(0.2, q.put, args=("late",))
-    timer.start()
+    got: list[Any] = []
+    getter = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+    getter.start()
     try:
-        assert q.get(timeout=30) == "late"
+        wait_until(lambda: _blocked(backend, "wake", "blocked_getters"), timeout=30)
+        q.put("late")
+        wait_until(lambda: got == ["late"], timeout=10)
     finally:
-        timer.join()
+        getter.join(30)
 
 
 def test_queue_put_many_and_get_many(backend: Any) -> None:
@@ -387,9 +410,9 @@ def test_semaphore_waiter_wakes_when_a_permit_returns(backend: Any) -> None:
     thread = threading.Thread(target=lambda: result.append(sem.acquire(timeout=30) and True))
     thread.start()
     try:
+        wait_until(lambda: _blocked(backend, "one", "waiters"), timeout=30)
         sem.release()
-        thread.join(30)
-        assert result == [True]
+        wait_until(lambda: result == [True], timeout=10)
     finally:
         thread.join(30)
 

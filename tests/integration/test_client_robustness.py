@@ -13,31 +13,56 @@ import pytest
 import proxyshare
 from proxyshare._client import close_all_channels
 from tests.integration import workers
+from tests.support import wait_until
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 def test_a_call_from_a_signal_handler_during_a_call_is_refused_clearly(
     manager: proxyshare.ShareManager,
 ) -> None:
     hits, stop = manager.counter("hits"), manager.event("stop")
     hits.increment()
     seen: list[BaseException] = []
+    handled = threading.Event()
+    main = threading.get_ident()
 
     def handler(signum: int, frame: Any) -> None:
         try:
             hits.increment()
         except proxyshare.ProxyShareError as exc:
             seen.append(exc)
+        finally:
+            handled.set()
 
-    previous = signal.signal(signal.SIGALRM, handler)
+    def interrupt_the_wait() -> None:
+        # Signal the main thread only once the server shows it waiting, so the
+        # handler runs inside that call (a timer could fire before or after it);
+        # then end the wait.  Its own thread, so its own connection.
+        try:
+            wait_until(lambda: _resource(manager, "stop")["waiting"] == 1, timeout=20)
+            signal.pthread_kill(main, signal.SIGUSR1)
+            handled.wait(20)
+        finally:
+            stop.set()
+
+    # SIGUSR1, not SIGALRM: pytest-timeout's alarm stays armed.
+    previous = signal.signal(signal.SIGUSR1, handler)
+    interrupter = threading.Thread(target=interrupt_the_wait, daemon=True)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        assert stop.wait(1) is False  # the handler ran while this call was waiting
+        interrupter.start()
+        assert stop.wait(40) is True  # ended by the interrupter, after the handler ran
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        stop.set()
+        interrupter.join(30)
+        signal.signal(signal.SIGUSR1, previous)
+    assert handled.is_set() and not interrupter.is_alive()
     assert len(seen) == 1 and "signal handler" in str(seen[0])
     assert hits.increment() == 2  # the connection is still in step
+
+
+def _resource(manager: proxyshare.ShareManager, name: str) -> dict[str, Any]:
+    (found,) = [r for r in manager.status()["resources"] if r["name"] == name]
+    return dict(found)
 
 
 def test_a_reply_that_cannot_be_unpickled_here_keeps_the_connection_and_locks(

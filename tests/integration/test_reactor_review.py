@@ -8,8 +8,10 @@ state and, where a race needs a precise interleaving, hold one step open.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +21,9 @@ import pytest
 import proxyshare
 from proxyshare import _protocol as P
 from proxyshare import _wire
-from proxyshare._client import Channel
+from proxyshare._client import Channel, close_all_channels
 from proxyshare._server import reactor as _reactor
+from proxyshare._server.server import ShareServer
 from proxyshare._server.session import Session
 from tests.faults.conftest import serve_in_thread
 from tests.integration.test_reactor_server import Call
@@ -155,6 +158,63 @@ def test_stopping_the_server_closes_the_sessions_its_reactor_was_watching(
     for channel in (idle, parked):
         with pytest.raises((EOFError, ConnectionResetError)):
             channel._wire.recv_view()
+
+
+@contextlib.contextmanager
+def stopped_but_serving() -> Iterator[tuple[ShareServer, Any]]:
+    """A server whose reactor keeps serving after ``stop()`` until the test calls
+    ``close()``: the window ``serve_forever`` leaves between the two (up to its
+    0.5 s poll of ``stop_event``), held open so a test can act inside it."""
+    key = secrets.token_hex(16).encode()
+    server = proxyshare.ShareManager(authkey=key).get_server()
+    accepter = threading.Thread(target=server.accepter, name="test-accepter", daemon=True)
+    accepter.start()
+    try:
+        yield server, proxyshare.connect(server.address, authkey=key)
+    finally:
+        # Idempotent: the test may have closed it already.  The accepter is not
+        # joined: closing the listener does not wake an accept() blocked on it
+        # (Linux), so it stays parked there, a daemon, as under serve_forever.
+        server.close()
+        close_all_channels()
+
+
+@pytest.mark.parametrize("wait", ["parked", "on-worker"])
+@pytest.mark.parametrize("freed_by", ["release", "lease"])
+def test_a_stopping_server_hands_a_freed_lock_to_no_waiter(
+    raw_channels: list[Channel], wait: str, freed_by: str
+) -> None:
+    """After ``stop()`` a lock freed by its holder (a release, or a lease that
+    runs out) used to go to the next waiter: ``reply_early`` told it True while
+    the server was going away.  A stopping server grants nothing; the waiter
+    sees its connection end when the server closes."""
+    # A request too large for one read is served on a worker, which waits in
+    # _await_grant; a small one parks in the reactor with no thread.
+    name = "l" if wait == "parked" else "l" * (200 * 1024)
+    with stopped_but_serving() as (server, client):
+        lock = client.lock(name, lease=3600.0 if freed_by == "lease" else None)
+        assert lock.acquire()
+        waiter = _raw(client, raw_channels)
+        _send(waiter, (P.LOCK_ACQUIRE.code, name, True, None))
+        resource = server.resources[name]
+        wait_until(lambda: len(resource.waiters) == 1, timeout=10)
+        server.stop()
+        if freed_by == "release":
+            # A grant is sent under the lock's mutex, before release() is answered.
+            lock.release()
+        else:
+            with resource.mutex:  # as if the holder took it two hours ago: its lease is up
+                (holder,) = resource.holders
+                resource.holders[holder][0] -= 7200
+            # Taken back at the waiter's next lease check (every WAIT_SLICE), under
+            # the mutex that any grant is sent under: once it is free, all is sent.
+            wait_until(lambda: holder not in resource.holders, timeout=10)
+            with resource.mutex:
+                pass
+        server.close()
+        with pytest.raises((EOFError, ConnectionResetError)):
+            reply = waiter._wire.recv_view()
+            pytest.fail(f"the waiter was answered {pickle.loads(reply)!r}")
 
 
 # -- a grant racing the drop of its parked session -------------------------------------------

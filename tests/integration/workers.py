@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any
 
+import proxyshare
+
 
 def acquire_and_report(lock: Any, order: Any, tag: str) -> str:
     """Queue on ``lock``, then record the order in which the lock was granted."""
@@ -74,3 +76,15 @@ def _rebuild_unless_in(pid: int) -> FailsToUnpickleIn:
     if os.getpid() == pid:
         raise ImportError("this class cannot be loaded in this process")
     return FailsToUnpickleIn(pid)
+
+
+# -- a user's manager subclass: at module level, because spawn and forkserver pickle
+# the class by name to start its server, and register() must run again where the
+# server process imports it (a class made inside a test cannot be pickled).
+
+
+class BoxManager(proxyshare.ShareManager):
+    """A ShareManager subclass with a registered user type."""
+
+
+BoxManager.register("Box", list)
