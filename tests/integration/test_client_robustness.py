@@ -16,6 +16,8 @@ import proxyshare
 from proxyshare._client import close_all_channels
 from tests.integration import workers
 
+pytestmark = pytest.mark.matrix
+
 
 @pytest.mark.timeout(30)
 def test_a_call_from_a_signal_handler_during_a_call_is_refused_clearly(

@@ -25,6 +25,8 @@ import proxyshare
 from tests.integration import pool_workers as w
 from tests.support import loky_safe_logging, wait_until
 
+pytestmark = pytest.mark.matrix
+
 
 @dataclasses.dataclass
 class Settings:

@@ -30,7 +30,7 @@ from tests.faults import workers as fault_workers
 from tests.faults.conftest import serve_in_thread
 from tests.support import kill_hard, released, running_manager, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(90)]
 
 PRIMITIVES = ["lock", "semaphore"]
 

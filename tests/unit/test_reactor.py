@@ -21,7 +21,7 @@ from proxyshare._reactor import Reactor, Workers
 from proxyshare._wire import SPIN_ENV
 from tests.support import released, wait_until
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(30)]
 
 SERVER_LOGGER = "proxyshare.server"
 

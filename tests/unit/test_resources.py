@@ -35,7 +35,7 @@ from proxyshare._resources import (
 )
 from tests.support import wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(60)]
 
 THREADS = 16
 OPS = 2_000

@@ -26,6 +26,8 @@ from proxyshare._shm import (
 )
 from tests.support import wait_until
 
+pytestmark = pytest.mark.matrix
+
 REF = ServerRef("unix:/nonexistent/proxyshare.sock", b"unused")
 
 
