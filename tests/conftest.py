@@ -15,9 +15,14 @@ from typing import Any
 import pytest
 
 import proxyshare
-from tests.support import START_METHODS, free_port, kill_hard, running_manager, wait_until
-
-START_METHOD_ENV = "PROXYSHARE_TEST_START_METHOD"
+from tests.support import (
+    START_METHOD_ENV,
+    START_METHODS,
+    free_port,
+    kill_hard,
+    running_manager,
+    wait_until,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
