@@ -397,12 +397,15 @@ def test_a_bad_address_says_which_forms_are_accepted(address: object) -> None:
         proxyshare.connect(address, authkey=b"k")
 
 
-def test_registered_user_types_still_work_through_the_generic_path() -> None:
-    class Manager(proxyshare.ShareManager):
-        pass
+class BoxManager(proxyshare.ShareManager):
+    """At module level: spawn and forkserver pickle the manager into its server process."""
 
-    Manager.register("Box", list)
-    with Manager() as mgr:
+
+BoxManager.register("Box", list)
+
+
+def test_registered_user_types_still_work_through_the_generic_path() -> None:
+    with BoxManager() as mgr:
         box = mgr.Box()  # type: ignore[attr-defined]
         box.append(1)
         assert box._getvalue() == [1]
