@@ -37,6 +37,7 @@ def check_sdist(path: str, version: str) -> None:
         "CHANGELOG.md",
         "pyproject.toml",
         "noxfile.py",
+        ".ci/run",
         "proxyshare/__init__.py",
         "proxyshare/py.typed",
         "tests/conftest.py",
