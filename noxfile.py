@@ -52,7 +52,7 @@ PYTEST = ("python", "-m", "pytest", "-p", "no:cacheprovider")
 def tests(session: nox.Session) -> None:
     """The `matrix` subset (core, pools, primitives, shared memory, faults) but the
     slow loky and Dask runs."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test-core]")
     session.run(*PYTEST, "-m", "matrix and not slow", *session.posargs)
 
 
@@ -60,7 +60,7 @@ def tests(session: nox.Session) -> None:
 def start_methods(session: nox.Session) -> None:
     """Forkserver (3.14's default on Linux), then spawn (macOS's), as the default start
     method, for code that makes a pool with no mp_context."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test-core]")
     for method in ("forkserver", "spawn"):
         session.run(
             *PYTEST,
@@ -72,7 +72,7 @@ def start_methods(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def poll_reactor(session: nox.Session) -> None:
     """The server's poll(2) backend, which macOS and the BSDs use, forced on Linux."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test-core]")
     session.run(
         *PYTEST, *(session.posargs or POLL_REACTOR_TESTS), env={"PROXYSHARE_REACTOR": "poll"}
     )
