@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import queue as _queue
+import sys
 from collections.abc import (
     ItemsView,
     Iterable,
@@ -156,10 +157,15 @@ class _Acquirable(_Proxy):
 
 
 def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):  # Python 3.11+
+    if sys.version_info >= (3, 11):
         exc.add_note(note)
-    else:
-        logging.getLogger("proxyshare").warning("%s (while handling %r)", note, exc)
+        return
+    # Python 3.10 has no add_note: keep the note where 3.11 keeps it (tools such as
+    # pytest and exceptiongroup read ``__notes__``), and log it, because 3.10's
+    # traceback printing does not show it.
+    notes = getattr(exc, "__notes__", None)
+    exc.__notes__ = [*notes, note] if isinstance(notes, list) else [note]  # type: ignore[attr-defined]
+    logging.getLogger("proxyshare").warning("%s (while handling %r)", note, exc)
 
 
 class Lock(_Acquirable):

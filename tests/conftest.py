@@ -15,20 +15,29 @@ from typing import Any
 import pytest
 
 import proxyshare
-from tests.support import START_METHODS, free_port, kill_hard, running_manager, wait_until
+from tests.support import (
+    START_METHOD_ENV,
+    START_METHODS,
+    free_port,
+    kill_hard,
+    running_manager,
+    wait_until,
+)
 
-START_METHOD_ENV = "PROXYSHARE_TEST_START_METHOD"
+# The default start method this run asks for, if any (None: the platform's).
+_RUN_METHOD = os.environ.get(START_METHOD_ENV) or None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """``PROXYSHARE_TEST_START_METHOD=spawn|forkserver|fork`` sets the default start
     method for the whole run, as Python 3.14 (forkserver) and macOS (spawn) do, so
     code that makes a pool with no ``mp_context`` is tested under each."""
-    method = os.environ.get(START_METHOD_ENV)
-    if method:
-        if method not in START_METHODS:
-            raise pytest.UsageError(f"{START_METHOD_ENV}={method!r}: use one of {START_METHODS}")
-        multiprocessing.set_start_method(method, force=True)
+    if _RUN_METHOD:
+        if _RUN_METHOD not in START_METHODS:
+            raise pytest.UsageError(
+                f"{START_METHOD_ENV}={_RUN_METHOD!r}: use one of {START_METHODS}"
+            )
+        multiprocessing.set_start_method(_RUN_METHOD, force=True)
 
 
 @pytest.fixture
@@ -45,9 +54,10 @@ def custom_key_manager() -> Iterator[proxyshare.ShareManager]:
         yield mgr
 
 
-@pytest.fixture(params=START_METHODS)
+@pytest.fixture(params=[_RUN_METHOD] if _RUN_METHOD else START_METHODS)
 def mp_context(request: pytest.FixtureRequest) -> multiprocessing.context.BaseContext:
-    """Each start method in turn."""
+    """Each start method in turn; in a run that sets the default start method, just
+    that one (a plain run covers the others)."""
     return multiprocessing.get_context(request.param)
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+# Sets the default start method for a whole test run (see conftest.py).
+START_METHOD_ENV = "PROXYSHARE_TEST_START_METHOD"
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from typing import Any
 
 from proxyshare._wire import next_budget, spin_seconds
 
-__all__ = ["IDLE_WORKER_SECONDS", "Reactor", "Timer", "Workers"]
+__all__ = ["IDLE_WORKER_SECONDS", "REACTOR_ENV", "Reactor", "Timer", "Workers"]
 
 logger = logging.getLogger("proxyshare.server")
 
@@ -91,8 +91,20 @@ class _Poll:
         pass
 
 
+REACTOR_ENV = "PROXYSHARE_REACTOR"
+
+
 def _poller() -> _Epoll | _Poll:
-    return _Epoll() if hasattr(select, "epoll") else _Poll()
+    """epoll where the system has it, else poll(2); ``PROXYSHARE_REACTOR=poll``
+    picks poll(2) anyway, so Linux CI can run the backend macOS and the BSDs use."""
+    choice = os.environ.get(REACTOR_ENV, "").strip() or "auto"
+    if choice == "auto":
+        choice = "epoll" if hasattr(select, "epoll") else "poll"
+    if choice == "epoll" and hasattr(select, "epoll"):
+        return _Epoll()
+    if choice == "poll":
+        return _Poll()
+    raise ValueError(f"{REACTOR_ENV}={choice!r}: expected auto, poll, or epoll (Linux only)")
 
 
 class Timer:

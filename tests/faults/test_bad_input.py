@@ -25,6 +25,8 @@ from proxyshare._server import server as _server
 from tests.faults import workers
 from tests.faults.conftest import Figures, serve_in_thread, server_load, settled
 
+pytestmark = pytest.mark.matrix
+
 KEY = b"the right key for the bad-input tests"
 HANDSHAKE = 0.5  # seconds; lowered from 10 so idle connections are dropped quickly
 

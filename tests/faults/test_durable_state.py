@@ -30,7 +30,7 @@ from tests.faults import workers
 from tests.faults.conftest import Figures, poll_until, reap
 from tests.support import free_port, run_cli, running_manager
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.matrix]  # differs by Python: see noxfile.py
 
 KEY = "a key for the durable tests"
 CLIENTS = 3

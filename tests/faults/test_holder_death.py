@@ -16,6 +16,8 @@ from tests.faults import workers
 from tests.faults.conftest import Figures, poll_until, reap, server_load, settled
 from tests.support import START_METHODS
 
+pytestmark = pytest.mark.matrix
+
 
 def _waiters(mgr: proxyshare.ShareManager, name: str) -> int:
     for resource in mgr.status()["resources"]:

@@ -25,7 +25,7 @@ from proxyshare._client import Channel, close_all_channels
 from tests.faults.conftest import Figures, poll_until
 from tests.support import running_manager, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.matrix]  # differs by Python: see noxfile.py
 
 
 class Deadline(TimeoutError):

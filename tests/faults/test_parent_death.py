@@ -13,6 +13,8 @@ from tests.faults import workers
 from tests.faults.conftest import Figures, poll_until, process_gone
 from tests.support import START_METHODS, kill_hard
 
+pytestmark = pytest.mark.matrix
+
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("pool_workers", [0, 2], ids=["alone", "with a fork pool"])

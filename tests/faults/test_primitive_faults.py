@@ -26,7 +26,7 @@ from proxyshare._client import Channel
 from tests.integration import prim_workers as W
 from tests.support import kill_hard, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(60)]
 
 Context = multiprocessing.context.BaseContext
 RecordProperty = Callable[[str, object], None]

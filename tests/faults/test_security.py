@@ -21,6 +21,8 @@ from tests.faults import workers
 from tests.faults.conftest import serve_in_thread
 from tests.support import START_METHODS
 
+pytestmark = pytest.mark.matrix
+
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", START_METHODS)

@@ -16,6 +16,8 @@ from tests.faults import workers
 from tests.faults.conftest import Figures, poll_until, reap
 from tests.support import START_METHODS, kill_hard
 
+pytestmark = pytest.mark.matrix
+
 CLIENTS = 4
 KINDS = [
     "increment-loop",

@@ -14,6 +14,8 @@ import proxyshare
 from tests.faults import workers
 from tests.faults.conftest import serve_in_thread
 
+pytestmark = pytest.mark.matrix
+
 
 @pytest.fixture
 def client() -> Iterator[proxyshare.ShareManager]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -14,6 +16,8 @@ import proxyshare
 from proxyshare._client import close_all_channels
 from tests.integration import workers
 from tests.support import wait_until
+
+pytestmark = pytest.mark.matrix
 
 
 @pytest.mark.timeout(60)
@@ -103,6 +107,24 @@ def test_leaving_a_with_block_keeps_the_original_error_when_the_lock_is_gone(
         raise RuntimeError("the real problem")
     notes = getattr(info.value, "__notes__", [])
     assert any("no longer held" in note for note in notes)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="3.11+ prints notes with the traceback")
+def test_on_python_3_10_the_note_is_also_logged_as_no_traceback_shows_it(
+    manager: proxyshare.ShareManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock = manager.lock("l")
+    with (
+        caplog.at_level(logging.WARNING, logger="proxyshare"),
+        pytest.raises(RuntimeError, match="the real problem") as info,
+        lock,
+    ):
+        manager.delete("l")
+        manager.lock("l")
+        raise RuntimeError("the real problem")
+    (record,) = [r for r in caplog.records if "no longer held" in r.getMessage()]
+    assert "the real problem" in record.getMessage()
+    assert info.value.__notes__ == [record.getMessage().split(" (while handling")[0]]
 
 
 def test_a_server_that_cannot_start_says_why() -> None:

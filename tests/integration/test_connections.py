@@ -6,10 +6,14 @@ import multiprocessing
 import os
 import threading
 
+import pytest
+
 import proxyshare
 from proxyshare._client import ServerRef
 from tests.integration import workers
 from tests.support import wait_until
+
+pytestmark = pytest.mark.matrix
 
 
 def _my_clients(manager: proxyshare.ShareManager, pid: int) -> list[dict[str, object]]:

@@ -18,6 +18,8 @@ from proxyshare._server import ShareServer
 from tests.integration import workers
 from tests.support import free_port, kill_hard, wait_until
 
+pytestmark = pytest.mark.matrix
+
 # -- get-or-create by name -------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ import pytest
 
 import proxyshare
 
+pytestmark = pytest.mark.matrix
+
 
 def _operations(manager: proxyshare.ShareManager) -> int:
     return int(manager.status()["server"]["operations"])

@@ -25,6 +25,8 @@ import proxyshare
 from tests.integration import pool_workers as w
 from tests.support import loky_safe_logging, wait_until
 
+pytestmark = pytest.mark.matrix
+
 
 @dataclasses.dataclass
 class Settings:
@@ -358,6 +360,7 @@ def test_a_killed_worker_names_its_task_and_leaves_no_lock_held(
 # -- other executors: proxies unchanged ---------------------------------------------------
 
 
+@pytest.mark.slow  # loky and Dask start their own worker processes, their own way
 @pytest.mark.timeout(180)
 def test_loky_tasks_increment_a_counter_proxy_exactly(manager: proxyshare.ShareManager) -> None:
     loky = pytest.importorskip("loky")
@@ -388,6 +391,7 @@ def dask_client() -> Iterator[Any]:
         cluster.close()
 
 
+@pytest.mark.slow  # loky and Dask start their own worker processes, their own way
 @pytest.mark.timeout(300)
 def test_dask_submit_increments_a_counter_proxy_exactly(
     dask_client: Any, manager: proxyshare.ShareManager
@@ -398,6 +402,7 @@ def test_dask_submit_increments_a_counter_proxy_exactly(
     assert counter.get() == 20_000
 
 
+@pytest.mark.slow  # loky and Dask start their own worker processes, their own way
 @pytest.mark.timeout(300)
 def test_dask_executor_increments_a_counter_proxy_exactly(
     dask_client: Any, manager: proxyshare.ShareManager

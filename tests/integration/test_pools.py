@@ -10,6 +10,8 @@ import pytest
 import proxyshare
 from tests.support import increment_many, locked_read_modify_write
 
+pytestmark = pytest.mark.matrix
+
 
 @pytest.mark.parametrize("workers", [2, 4])
 def test_counter_increments_from_pool_workers_are_exact(

@@ -18,7 +18,7 @@ import proxyshare
 from tests.integration import prim_workers as W
 from tests.support import wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(90)]
 
 Context = multiprocessing.context.BaseContext
 

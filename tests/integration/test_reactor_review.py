@@ -144,18 +144,24 @@ def test_stopping_the_server_closes_the_sessions_its_reactor_was_watching(
 ) -> None:
     """The reactor stops first, so nobody is left to read those sessions' EOF."""
     with serve_in_thread() as (server, client):
-        lock = client.lock("l")
-        assert lock.acquire()
+        client.lock("l")
+        # The holder is a raw channel too: serve_in_thread closes the client's own
+        # channels before it stops the server, and a holder leaving then would hand
+        # the lock to the parked waiter, which would read that grant before its EOF.
+        holder = _raw(client, raw_channels)
+        _send(holder, (P.LOCK_ACQUIRE, "l", True, None))
+        holder._wire.recv_view()  # the grant
+        assert _resource(client, "l")["locked"]
         idle = _raw(client, raw_channels)
         parked = _raw(client, raw_channels)
         _send(parked, (P.LOCK_ACQUIRE.code, "l", True, None))
         wait_until(lambda: len(_resource(client, "l")["waiters"]) == 1, timeout=10)
-        sessions = [server.sessions[c.server_info["client"]] for c in (idle, parked)]
+        sessions = [server.sessions[c.server_info["client"]] for c in (holder, idle, parked)]
     # Still connected from this side: the server must not wait for us to hang up.
     assert all(not channel.closed for channel in raw_channels)
-    assert [s.wire.sock.fileno() for s in sessions] == [-1, -1]
+    assert [s.wire.sock.fileno() for s in sessions] == [-1, -1, -1]
     assert server.sessions == {}
-    for channel in (idle, parked):
+    for channel in (holder, idle, parked):
         with pytest.raises((EOFError, ConnectionResetError)):
             channel._wire.recv_view()
 

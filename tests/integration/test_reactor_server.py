@@ -30,7 +30,7 @@ from tests.faults import workers as fault_workers
 from tests.faults.conftest import serve_in_thread
 from tests.support import kill_hard, released, running_manager, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(90)]
 
 PRIMITIVES = ["lock", "semaphore"]
 
@@ -530,3 +530,16 @@ def test_the_poll_backend_serves_counters_locks_and_waits_finished_on_workers(
         assert getter.outcome(30) == ["a", "b", "c"]
         assert sorted(call.outcome(30) for call in calls) == [0, 1, 2, 3]
         assert counter.get() == 800
+
+
+def test_the_server_process_reads_its_backend_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PROXYSHARE_REACTOR reaches the embedded server's own process (CI's poll(2) run
+    relies on it); a value it does not know stops the start, naming the variable."""
+    monkeypatch.setenv("PROXYSHARE_REACTOR", "kqueue")
+    with pytest.raises(proxyshare.ProxyShareError, match="PROXYSHARE_REACTOR='kqueue'"):
+        proxyshare.ShareManager().start()
+    monkeypatch.setenv("PROXYSHARE_REACTOR", "poll")
+    with running_manager() as mgr:
+        assert mgr.counter("n").increment() == 1

@@ -23,6 +23,8 @@ from tests.integration.shm_workers import (
 )
 from tests.support import call_method, hold_lock_forever, kill_hard, running_manager, wait_until
 
+pytestmark = pytest.mark.matrix
+
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 

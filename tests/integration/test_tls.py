@@ -31,6 +31,8 @@ from proxyshare._tls import HELLO_WAIT
 from tests.support import START_METHODS, increment_many, locked_read_modify_write, wait_until
 from tests.tls_support import Certs, client_for, make_certs, raw_tls_context, tls_server
 
+pytestmark = pytest.mark.matrix  # ssl differs by Python: see noxfile.py
+
 FAIL_WITHIN = 4.0  # seconds: every misconfiguration is reported well inside this
 
 

@@ -17,6 +17,8 @@ from proxyshare._check import check_call, check_initializer
 from proxyshare._client import ServerRef
 from proxyshare._proxies import Counter, Dict, Lock
 
+pytestmark = pytest.mark.matrix
+
 
 def work(*args: Any, **kwargs: Any) -> None:
     return None

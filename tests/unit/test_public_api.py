@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import proxyshare
+
+pytestmark = pytest.mark.matrix
 
 
 def test_all_names_resolve() -> None:

@@ -21,7 +21,7 @@ from proxyshare._server.reactor import Reactor, Workers
 from proxyshare._wire import SPIN_ENV
 from tests.support import released, wait_until
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(30)]
 
 SERVER_LOGGER = "proxyshare.server"
 
@@ -441,3 +441,29 @@ def test_many_blocking_jobs_each_get_their_own_thread(
     wait_until(lambda: len(finished) == jobs, timeout=10)
     assert sorted(finished) == list(range(jobs))
     wait_until(lambda: workers.idle == jobs)
+
+
+# -- choosing the backend: PROXYSHARE_REACTOR ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "backend"),
+    [("", "_Epoll"), ("auto", "_Epoll"), ("epoll", "_Epoll"), ("poll", "_Poll")],
+)
+def test_the_environment_picks_the_backend(
+    monkeypatch: pytest.MonkeyPatch, value: str, backend: str
+) -> None:
+    if not hasattr(_reactor.select, "epoll"):
+        pytest.skip("no epoll on this system: auto means poll(2) here")
+    monkeypatch.setenv(_reactor.REACTOR_ENV, value)
+    poller = _reactor._poller()
+    try:
+        assert type(poller).__name__ == backend
+    finally:
+        poller.close()
+
+
+def test_an_unknown_backend_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_reactor.REACTOR_ENV, "kqueue")
+    with pytest.raises(ValueError, match="PROXYSHARE_REACTOR='kqueue'"):
+        _reactor._poller()

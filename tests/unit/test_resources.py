@@ -34,7 +34,7 @@ from proxyshare._server.resources import (
 from proxyshare._server.resources.base import WAIT_SLICE, SessionGone, applying_pipeline
 from tests.support import wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(60)]
 
 THREADS = 16
 OPS = 2_000

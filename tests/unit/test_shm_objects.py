@@ -23,6 +23,8 @@ from proxyshare._backends.shm.client import SharedMemoryCounter, SharedMemoryLoc
 from proxyshare._server.resources.shm import DIR_ENV, ShmCounterResource, ShmLockResource
 from tests.support import wait_until
 
+pytestmark = pytest.mark.matrix
+
 
 @pytest.fixture(autouse=True)
 def private_directory(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ from proxyshare._server.state import log as L
 from proxyshare._server.state.files import open_state_dir
 from proxyshare._server.state.snapshot import read_snapshot, write_snapshot
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.matrix]  # differs by Python: see noxfile.py
 
 RECORDS = [(1, 11, "hits", n) for n in range(1, 6)]
 

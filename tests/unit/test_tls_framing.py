@@ -21,7 +21,7 @@ from proxyshare._tls import TLSFiles, TLSFramedSocket, client_context, client_fi
 from proxyshare._wire import INCOMPLETE, Pollers
 from tests.tls_support import Certs, make_certs
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.matrix]  # differs by Python: see noxfile.py
 
 _HEADER = struct.Struct("!i")
 

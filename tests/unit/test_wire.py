@@ -13,7 +13,7 @@ import pytest
 from proxyshare import _wire
 from proxyshare._wire import SPIN_ENV, FramedSocket, Pollers, next_budget, spin_seconds
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.matrix, pytest.mark.timeout(30)]
 
 FULL = _wire._SPIN
 

@@ -43,6 +43,7 @@ for _op in P.ops_of("adder"):
 unsupported(P.PIPELINE, PIPELINES_UNAVAILABLE)
 unsupported(P.HELLO, "Redis has no proxyshare session to greet")
 unsupported(P.CANCEL, "a proxyshare session frame; an interrupted Redis call drops its connection")
+unsupported(P.BYE, "a proxyshare session frame; a Redis connection is closed by redis-py")
 
 # KEYS registry, meta, v, w, x; ARGV name, kind, initial, [option, value]...
 # -> {1, meta as {field, value, ...}} | {0, the kind the name already has}
