@@ -332,14 +332,17 @@ async def open_connection(
     address: Address,
     authkey: bytes,
     *,
-    timeout: float = CONNECT_TIMEOUT,
+    timeout: float | None = None,
     ssl_context: ssl.SSLContext | None = None,
     label: str = "asyncio",
 ) -> Connection:
-    """Connect, authenticate and say HELLO, each step within ``timeout`` seconds.
+    """Connect, authenticate and say HELLO, each step within ``timeout`` seconds
+    (default ``CONNECT_TIMEOUT``).
 
     ``ssl_context``: speak TLS first (the hook ``tls://`` targets use).
     """
+    if timeout is None:
+        timeout = CONNECT_TIMEOUT
     loop = asyncio.get_running_loop()
     where = format_address(address)
     conn = Connection(loop, address)
