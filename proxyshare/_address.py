@@ -5,16 +5,36 @@ A proxyshare address is one of ``"host:port"``, ``("host", port)``,
 ``BaseManager`` hands out for its default unix socket).  Internally an
 address is what ``multiprocessing.connection`` expects: a ``(host, port)``
 tuple for TCP or a ``str`` path for a unix socket.
+
+A Redis URL (:data:`REDIS_SCHEMES`) is not an address of a proxyshare
+server: ``connect()`` and the CLI hand it to the Redis backend as given
+(``proxyshare._backends.redis.url`` parses and redacts it).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import TypeGuard
 
-__all__ = ["Address", "format_address", "is_loopback", "parse_address"]
+__all__ = [
+    "REDIS_SCHEMES",
+    "Address",
+    "format_address",
+    "is_loopback",
+    "is_redis_url",
+    "parse_address",
+]
 
 Address = tuple[str, int] | str
+
+#: The URL schemes that name a Redis server rather than a proxyshare server.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix+redis://")
+
+
+def is_redis_url(address: object) -> TypeGuard[str]:
+    """Whether ``address`` is a Redis URL (``redis://``, ``rediss://``, ``unix+redis://``)."""
+    return isinstance(address, str) and address.startswith(REDIS_SCHEMES)
 
 
 def parse_address(address: object) -> Address:

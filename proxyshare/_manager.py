@@ -37,16 +37,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
-from proxyshare._address import Address, format_address, parse_address
+from proxyshare._address import Address, format_address, is_redis_url, parse_address
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import read_authkey_env
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
 
 if TYPE_CHECKING:
+    from proxyshare._api import Manager
     from proxyshare._pipeline import Pipeline
     from proxyshare._server import ShareServer
-    from proxyshare._transport import Manager
 
 __all__ = ["ShareManager", "connect"]
 
@@ -204,7 +204,7 @@ class ShareManager(managers.BaseManager):
         if shared_memory:
             from proxyshare._backends.shm.client import open_shm_counter
 
-            return open_shm_counter(self, name, initial)
+            return open_shm_counter(self.server_ref, name, initial)
         return Counter(self._open(name, "counter", {"initial": initial}), name)
 
     def lock(self, name: str, *, lease: float | None = None, shared_memory: bool = False) -> Lock:
@@ -215,7 +215,7 @@ class ShareManager(managers.BaseManager):
         if shared_memory:
             from proxyshare._backends.shm.client import open_shm_lock
 
-            return open_shm_lock(self, name, lease=lease)
+            return open_shm_lock(self.server_ref, name, lease=lease)
         return Lock(self._open(name, "lock", {"lease": lease}), name)
 
     def dict(self, name: str) -> Dict:
@@ -283,8 +283,8 @@ def connect(address: object = None, authkey: bytes | str | None = None) -> Manag
                 "no address given: pass one to connect() or set PROXYSHARE_ADDRESS "
                 "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
             )
-    if isinstance(address, str) and address.startswith(("redis://", "rediss://", "unix+redis://")):
-        from proxyshare._redis import RedisManager
+    if is_redis_url(address):
+        from proxyshare._backends.redis.manager import RedisManager
 
         return RedisManager(address)
     if authkey is None:

@@ -105,7 +105,9 @@ class Op(Generic[R]):
             return None
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             return deadline  # refused at once by the server
-        return max(0.0, float(timeout)) + deadline if timeout == timeout else deadline
+        if not 0 <= timeout <= 86_400 * 365:  # NaN, inf, negative: refused at once too
+            return deadline
+        return float(timeout) + deadline
 
     def allowed_in_pipeline(self, request: tuple[Any, ...]) -> bool:
         """Whether ``request`` may run in a pipeline, which holds mutexes and must not wait."""

@@ -11,23 +11,15 @@ pickles as exactly that, so whatever a transport needs to reach its
 resources in another process (an address and a key, a file path, a URL)
 travels inside it, and nothing heavy is imported when it is unpickled.
 Transports compare equal when they reach the same resources, so proxies do.
-
-:class:`Manager` is what ``proxyshare.connect()`` returns whatever the
-backend: the resource API of ``ShareManager`` and ``RedisManager``.
 """
 
 from __future__ import annotations
 
-import builtins
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from proxyshare._protocol import Op
 
-if TYPE_CHECKING:
-    from proxyshare._pipeline import Pipeline
-    from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
-
-__all__ = ["AsyncTransport", "Manager", "Transport"]
+__all__ = ["AsyncTransport", "Transport"]
 
 R = TypeVar("R")
 
@@ -52,31 +44,3 @@ class AsyncTransport(Protocol):
     async def call(self, op: Op[R], name: str, /, *args: Any) -> R: ...
 
     def where(self) -> str: ...
-
-
-class Manager(Protocol):
-    """The resource API every backend's manager offers (``proxyshare.connect()``'s type)."""
-
-    def counter(self, name: str, initial: int = 0, *, shared_memory: bool = False) -> Counter: ...
-
-    def lock(
-        self, name: str, *, lease: float | None = None, shared_memory: bool = False
-    ) -> Lock: ...
-
-    def dict(self, name: str) -> Dict: ...
-
-    def queue(self, name: str, maxsize: int = 0) -> Queue: ...
-
-    def semaphore(self, name: str, value: int = 1) -> Semaphore: ...
-
-    def event(self, name: str) -> Event: ...
-
-    def barrier(self, name: str, parties: int) -> Barrier: ...
-
-    def delete(self, name: str) -> bool: ...
-
-    def names(self) -> builtins.dict[str, str]: ...
-
-    def status(self) -> builtins.dict[str, Any]: ...
-
-    def pipeline(self) -> Pipeline: ...

@@ -154,7 +154,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
         with running_manager() as mgr:
             yield mgr
         return
-    from proxyshare._redis import RedisManager
+    from proxyshare._backends.redis import RedisManager
     from tests.integration.redis_workers import flush_prefix
 
     server: RedisServerProcess = request.getfixturevalue("redis_server")

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError, field_validator
 
-from proxyshare._address import format_address, is_loopback, parse_address
+from proxyshare._address import format_address, is_loopback, is_redis_url, parse_address
 from proxyshare._errors import ProxyShareError
 from proxyshare._keys import generate_authkey, read_key_file, write_key_file
 
@@ -60,7 +60,6 @@ ENV_ADDRESS = "PROXYSHARE_ADDRESS"
 ENV_AUTHKEY = "PROXYSHARE_AUTHKEY"
 ENV_AUTHKEY_FILE = "PROXYSHARE_AUTHKEY_FILE"
 ENV_LOG_LEVEL = "PROXYSHARE_LOG_LEVEL"
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix+redis://")
 _GROUP_OTHER = stat.S_IRWXG | stat.S_IRWXO
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -90,19 +89,19 @@ class ClientSettings(BaseModel):
     @field_validator("address", mode="before")
     @classmethod
     def _parse_address(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.startswith(_REDIS_SCHEMES):
+        if is_redis_url(value):
             return value
         return parse_address(value)  # ValueError names the accepted forms
 
     @property
     def is_redis(self) -> bool:
-        return isinstance(self.address, str) and self.address.startswith(_REDIS_SCHEMES)
+        return is_redis_url(self.address)
 
     @property
     def display_address(self) -> str:
         """The address as users type it."""
-        if isinstance(self.address, str) and self.address.startswith(_REDIS_SCHEMES):
-            from proxyshare._redis import redacted_url
+        if is_redis_url(self.address):
+            from proxyshare._backends.redis.url import redacted_url
 
             return redacted_url(self.address)
         return format_address(self.address)

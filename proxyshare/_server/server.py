@@ -41,11 +41,11 @@ from proxyshare._server.resources import KINDS, QueueResource, Resource
 from proxyshare._server.resources.base import (
     WAIT_SLICE,
     MustWait,
-    Parked,
     ReplySent,
     SessionGone,
     forbid_waiting,
 )
+from proxyshare._server.resources.permits import Parked
 from proxyshare._server.session import Session, Waiting
 from proxyshare._wire import INCOMPLETE, FramedSocket, keepalive
 

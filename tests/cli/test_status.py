@@ -251,7 +251,7 @@ def test_status_takes_the_same_key_file_option_as_serve(server: Served) -> None:
 
 @pytest.mark.redis
 def test_status_reads_the_redis_backend(redis_server: Any) -> None:
-    from proxyshare._redis import RedisManager
+    from proxyshare._backends.redis import RedisManager
 
     client = RedisManager(redis_server.url)  # the prefix `status` reads by default
     try:

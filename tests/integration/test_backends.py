@@ -559,7 +559,7 @@ def test_lock_owner_is_the_worker_that_holds_it(
 
 @pytest.fixture
 def redis_mgr(redis_server: Any) -> Iterator[Any]:
-    from proxyshare._redis import RedisManager
+    from proxyshare._backends.redis import RedisManager
 
     prefix = f"redis-only:{os.getpid()}:{time.monotonic_ns()}:"
     try:
@@ -628,7 +628,7 @@ def test_redis_lease_is_renewed_while_the_holder_lives(redis_mgr: Any) -> None:
 def test_redis_restart_gives_server_unavailable_then_recovers(
     redis_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from proxyshare._redis import RedisManager
+    from proxyshare._backends.redis import RedisManager
 
     # Persistence on, so the counter survives the crash and the next call can go on.
     server = redis_factory("--appendonly", "yes", "--appendfsync", "always")
@@ -655,7 +655,7 @@ def test_redis_restart_gives_server_unavailable_then_recovers(
 
 @pytest.mark.redis
 def test_redis_restart_without_persistence_reports_the_lost_resource(redis_factory: Any) -> None:
-    from proxyshare._redis import RedisManager
+    from proxyshare._backends.redis import RedisManager
 
     server = redis_factory()
     mgr = RedisManager(server.url, prefix="volatile:")
@@ -766,11 +766,11 @@ def test_missing_redis_py_gives_an_install_hint() -> None:
     ],
 )
 def test_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
-    from proxyshare._redis import RedisRef
+    from proxyshare._backends.redis import RedisTransport
 
-    ref = RedisRef(url, "p:")
-    assert ref.address == shown
-    assert "pw-1" not in repr(ref)
+    transport = RedisTransport(url, "p:")
+    assert transport.address == shown
+    assert "pw-1" not in repr(transport) + transport.where()
 
 
 @pytest.mark.redis

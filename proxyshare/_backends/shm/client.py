@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from proxyshare import _protocol as P
 from proxyshare import _rules as rules
@@ -66,12 +66,10 @@ from proxyshare._backends.shm.layout import (
     probe,
     read_owner,
 )
+from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError, ResourceNotFoundError
 from proxyshare._protocol import Op
 from proxyshare._proxies import Counter, Lock
-
-if TYPE_CHECKING:
-    from proxyshare._manager import ShareManager
 
 __all__ = [
     "SharedMemoryCounter",
@@ -567,28 +565,28 @@ class SharedMemoryLock(Lock):
 
 
 def _open(
-    mgr: ShareManager, name: str, kind: str, options: dict[str, Any], file_kind: str
+    server: ServerRef, name: str, kind: str, options: dict[str, Any], file_kind: str
 ) -> ShmTransport:
     rules.check_name(name)
-    info = mgr.server_ref.call(P.OPEN, name, kind, options)
+    info = server.call(P.OPEN, name, kind, options)
     handle = _handle(file_kind, name, info["path"], info["token"], info["host"])
     handle.mapped()  # report another host or an unreadable file right here
     return ShmTransport(handle)
 
 
-def open_shm_counter(mgr: ShareManager, name: str, initial: int = 0) -> SharedMemoryCounter:
+def open_shm_counter(server: ServerRef, name: str, initial: int = 0) -> SharedMemoryCounter:
     """Get or create the shared-memory counter ``name`` and map it here."""
     rules.check_int(initial, "initial", bits64=True)
     return SharedMemoryCounter(
-        _open(mgr, name, "shm_counter", {"initial": initial}, "counter"), name
+        _open(server, name, "shm_counter", {"initial": initial}, "counter"), name
     )
 
 
-def open_shm_lock(mgr: ShareManager, name: str, lease: float | None = None) -> SharedMemoryLock:
+def open_shm_lock(server: ServerRef, name: str, lease: float | None = None) -> SharedMemoryLock:
     """Get or create the shared-memory lock ``name`` and map it here."""
     if lease is not None:
         raise ValueError(
             "a shared-memory lock cannot have a lease: the kernel frees it only when its "
             f"holder exits; use the served lock for leases: mgr.lock({name!r}, lease={lease!r})"
         )
-    return SharedMemoryLock(_open(mgr, name, "shm_lock", {}, "lock"), name)
+    return SharedMemoryLock(_open(server, name, "shm_lock", {}, "lock"), name)

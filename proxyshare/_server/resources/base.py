@@ -14,25 +14,21 @@ No I/O happens here but through the session (``reply_early``, which a test
 session may decline), so everything is testable with plain threads.
 
 The server's reactor thread (see ``_server.reactor``) must never wait.  On
-that thread an acquire that has to wait joins the FIFO and raises
-:class:`Parked` (the reactor answers it later, with no thread), and any other
-call that would wait raises :class:`MustWait`, having changed nothing, so the
-server runs it again on a worker thread.
+that thread an acquire that has to wait joins the FIFO and raises ``Parked``
+(see ``permits``: the reactor answers it later, with no thread), and any
+other call that would wait raises :class:`MustWait`, having changed nothing,
+so the server runs it again on a worker thread.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
-
-if TYPE_CHECKING:
-    from proxyshare._server.resources.permits import FifoPermits, Waiter
+from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "WAIT_SLICE",
     "MustWait",
-    "Parked",
     "ReplySent",
     "Resource",
     "SessionGone",
@@ -71,21 +67,6 @@ class SessionGone(Exception):
 
 class ReplySent(Exception):
     """The call's reply already went out (see ``SessionLike.reply_early``)."""
-
-
-class Parked(Exception):
-    """Raised on the reactor thread by an acquire that joined the FIFO.
-
-    Nothing waits for it: the reply comes from the grant (``reply_early``),
-    from the reactor's timer (``cancel_wait``), or from a delete (``on_wake``
-    with ``error`` set).
-    """
-
-    def __init__(self, resource: FifoPermits, waiter: Waiter, deadline: float | None) -> None:
-        super().__init__()
-        self.resource = resource
-        self.waiter = waiter
-        self.deadline = deadline
 
 
 class MustWait(Exception):

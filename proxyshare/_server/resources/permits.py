@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 
 from proxyshare import _rules as rules
 from proxyshare._server.resources.base import (
-    Parked,
     ReplySent,
     Resource,
     SessionGone,
@@ -20,7 +19,22 @@ from proxyshare._server.resources.base import (
     time_slice,
 )
 
-__all__ = ["FifoPermits", "Waiter"]
+__all__ = ["FifoPermits", "Parked", "Waiter"]
+
+
+class Parked(Exception):
+    """Raised on the reactor thread by an acquire that joined the FIFO.
+
+    Nothing waits for it: the reply comes from the grant (``reply_early``),
+    from the reactor's timer (``cancel_wait``), or from a delete (``on_wake``
+    with ``error`` set).
+    """
+
+    def __init__(self, resource: FifoPermits, waiter: Waiter, deadline: float | None) -> None:
+        super().__init__()
+        self.resource = resource
+        self.waiter = waiter
+        self.deadline = deadline
 
 
 class Waiter:
