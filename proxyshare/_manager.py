@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 from collections.abc import Iterable
 from multiprocessing import managers, util
 from multiprocessing.context import BaseContext
@@ -40,7 +39,7 @@ from proxyshare import _protocol as P
 from proxyshare._address import Address, format_address, is_redis_url, parse_address
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
-from proxyshare._keys import read_authkey_env
+from proxyshare._keys import address_or_env, require_authkey
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
 
 if TYPE_CHECKING:
@@ -276,25 +275,12 @@ def connect(address: object = None, authkey: bytes | str | None = None) -> Manag
     >>> client = connect("127.0.0.1:50000", authkey=b"secret")   # doctest: +SKIP
     >>> client.counter("hits").increment()                       # doctest: +SKIP
     """
-    if address is None:
-        address = os.environ.get("PROXYSHARE_ADDRESS")
-        if not address:
-            raise ProxyShareError(
-                "no address given: pass one to connect() or set PROXYSHARE_ADDRESS "
-                "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
-            )
+    address = address_or_env(address)
     if is_redis_url(address):
         from proxyshare._backends.redis.manager import RedisManager
 
         return RedisManager(address)
-    if authkey is None:
-        authkey = read_authkey_env()
-        if authkey is None:
-            raise ProxyShareError(
-                "no authkey given: pass authkey=... or set PROXYSHARE_AUTHKEY or "
-                "PROXYSHARE_AUTHKEY_FILE"
-            )
-    manager = ShareManager(address, authkey=authkey)
+    manager = ShareManager(address, authkey=require_authkey(authkey))
     manager.connect()
     util.debug("proxyshare connected to %s", format_address(manager.server_ref.address))
     return manager
