@@ -24,8 +24,8 @@ from typing import Any, Protocol, TypeVar
 
 from proxyshare import _protocol as P
 from proxyshare import _rules as rules
-from proxyshare._address import parse_address
-from proxyshare._errors import PipelineFailure, ProxyShareError
+from proxyshare._address import is_redis_url, parse_address
+from proxyshare._errors import PipelineFailure
 from proxyshare._keys import address_or_env, require_authkey
 from proxyshare._pipeline import Batch
 from proxyshare._protocol import Op
@@ -35,7 +35,6 @@ from proxyshare.aio._served import DEFAULT_MAX_CONNECTIONS, ServedTransport
 __all__ = ["AsyncManager", "Pipeline", "connect"]
 
 R = TypeVar("R")
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix+redis://")
 
 
 class _Backend(Protocol):
@@ -111,9 +110,23 @@ class AsyncManager:
         await self._open(name, "queue", {"maxsize": maxsize})
         return Queue(self._transport, name)
 
-    async def semaphore(self, name: str, value: int = 1) -> Semaphore:
-        """The semaphore called ``name``; permits are owned by the acquiring task."""
-        await self._open(name, "semaphore", {"value": value})
+    async def semaphore(
+        self, name: str, value: int = 1, *, lease: float | None = None
+    ) -> Semaphore:
+        """The semaphore called ``name``; permits are owned by the acquiring task.
+
+        ``lease``: on Redis, where each permit is a lease as a lock is (None: 10 s).
+        """
+        options: builtins.dict[str, Any] = {"value": value}
+        if lease is not None:
+            if not getattr(self._transport, "permits_are_leases", False):
+                raise TypeError(
+                    "semaphore(lease=...) is an option of the Redis backend, where permits "
+                    "are leases; a served semaphore gives a holder's permits back when its "
+                    "connection drops"
+                )
+            options["lease"] = lease
+        await self._open(name, "semaphore", options)
         return Semaphore(self._transport, name)
 
     async def event(self, name: str) -> Event:
@@ -235,7 +248,7 @@ def connect(
     ...     await (await mgr.counter("hits")).increment()
     """
     target = address_or_env(target)
-    if isinstance(target, str) and target.startswith(_REDIS_SCHEMES):
+    if is_redis_url(target):
         return _Connecting(_redis_backend(target))
     address = parse_address(target)
     backend = ServedTransport(address, require_authkey(authkey), max_connections=max_connections)
@@ -243,7 +256,6 @@ def connect(
 
 
 def _redis_backend(url: str) -> _Backend:
-    raise ProxyShareError(
-        "the asyncio client does not reach Redis yet in this version: use "
-        "proxyshare.connect(url) (sync) for Redis, or a served proxyshare target"
-    )
+    from proxyshare.aio._redis import RedisAsyncTransport
+
+    return RedisAsyncTransport(url)

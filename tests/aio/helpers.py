@@ -45,3 +45,11 @@ async def resource(mgr: aio.AsyncManager, name: str) -> dict[str, Any]:
     status = await mgr.status()
     (found,) = [r for r in status["resources"] if r["name"] == name]
     return dict(found)
+
+
+def connect_redis(url: str, prefix: str) -> Any:
+    """``aio.connect(url)`` under a key prefix of its own (what a test needs)."""
+    from proxyshare.aio._manager import _Connecting
+    from proxyshare.aio._redis import RedisAsyncTransport
+
+    return _Connecting(RedisAsyncTransport(url, prefix))

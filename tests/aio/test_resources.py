@@ -14,19 +14,20 @@ import pytest
 import proxyshare
 from proxyshare import aio
 from proxyshare._keys import write_key_file
+from tests.aio.conftest import Target
 from tests.aio.helpers import connect, run
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_connect_is_awaited_or_entered(manager: proxyshare.ShareManager) -> None:
+def test_connect_is_awaited_or_entered(target: Target) -> None:
     async def main() -> None:
-        mgr = await connect(manager)
+        mgr = await target.connect()
         try:
             assert await (await mgr.counter("c")).increment() == 1
         finally:
             await mgr.aclose()
-        async with connect(manager) as again:
+        async with target.connect() as again:
             assert await (await again.counter("c")).get() == 1
         with pytest.raises(proxyshare.ProxyShareError, match="closed"):
             await again.names()
@@ -70,9 +71,9 @@ def test_a_bad_address_names_the_accepted_forms() -> None:
         aio.connect("nowhere", authkey=b"k")
 
 
-def test_counter(manager: proxyshare.ShareManager) -> None:
+def test_counter(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             c = await mgr.counter("hits", initial=10)
             assert await c.increment() == 11
             assert await c.increment(5) == 16
@@ -88,9 +89,9 @@ def test_counter(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_lock(manager: proxyshare.ShareManager) -> None:
+def test_lock(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             lock = await mgr.lock("guard")
             assert not await lock.locked()
             async with lock:
@@ -107,9 +108,9 @@ def test_lock(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_dict(manager: proxyshare.ShareManager) -> None:
+def test_dict(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             d = await mgr.dict("stats")
             assert await d.get("a") is None and await d.get("a", 0) == 0
             await d.set("a", 1)
@@ -139,9 +140,9 @@ def test_dict(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_queue(manager: proxyshare.ShareManager) -> None:
+def test_queue(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             q = await mgr.queue("jobs", maxsize=3)
             assert await q.empty()
             await q.put(1)
@@ -170,9 +171,9 @@ def test_queue(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_semaphore(manager: proxyshare.ShareManager) -> None:
+def test_semaphore(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             sem = await mgr.semaphore("db", value=2)
             assert await sem.value() == 2
             async with sem:
@@ -188,9 +189,9 @@ def test_semaphore(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_event(manager: proxyshare.ShareManager) -> None:
+def test_event(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             ev = await mgr.event("go")
             assert not await ev.is_set()
             assert await ev.wait(timeout=0.05) is False
@@ -241,9 +242,9 @@ def test_names_delete_and_status(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_a_name_keeps_its_kind(manager: proxyshare.ShareManager) -> None:
+def test_a_name_keeps_its_kind(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             await mgr.counter("x")
             with pytest.raises(proxyshare.ResourceKindError, match="'x'"):
                 await mgr.lock("x")
@@ -251,9 +252,9 @@ def test_a_name_keeps_its_kind(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-def test_a_deleted_resource_says_so(manager: proxyshare.ShareManager) -> None:
+def test_a_deleted_resource_says_so(target: Target) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             c = await mgr.counter("gone")
             await mgr.delete("gone")
             with pytest.raises(proxyshare.ResourceNotFoundError):
@@ -262,39 +263,39 @@ def test_a_deleted_resource_says_so(manager: proxyshare.ShareManager) -> None:
     run(main())
 
 
-@pytest.mark.parametrize(
-    ("call", "error"),
-    [
-        (lambda m: m.counter(""), TypeError),
-        (lambda m: m.counter("c", initial="1"), TypeError),
-        (lambda m: m.semaphore("s", value=0), ValueError),
-        (lambda m: m.barrier("b", parties=0), ValueError),
-        (lambda m: m.lock("l", lease=-1), ValueError),
-    ],
-    ids=["empty name", "str initial", "semaphore 0", "barrier 0", "negative lease"],
-)
-def test_bad_arguments_get_the_sync_clients_error(
-    manager: proxyshare.ShareManager, call: Any, error: type[Exception]
-) -> None:
-    """The same rulebook, the same words: compare with the sync manager's refusal."""
-    with pytest.raises(error) as sync_error:
-        call(manager)
+BAD_CALLS = {
+    "empty name": lambda m: m.counter(""),
+    "str initial": lambda m: m.counter("c", initial="1"),
+    "semaphore 0": lambda m: m.semaphore("s", value=0),
+    "barrier 0": lambda m: m.barrier("b", parties=0),
+    "negative lease": lambda m: m.lock("l", lease=-1),
+    "wrong kind": lambda m: m.counter("taken-by-a-dict"),
+}
+
+
+@pytest.mark.parametrize("call", list(BAD_CALLS.values()), ids=list(BAD_CALLS))
+def test_a_refusal_is_the_sync_clients_refusal(target: Target, call: Any) -> None:
+    """The same rulebook, the same words: the same error as the sync manager's."""
+    target.sync.dict("taken-by-a-dict")
+    with pytest.raises(Exception) as sync_error:
+        call(target.sync)
 
     async def main() -> None:
-        async with connect(manager) as mgr:
-            with pytest.raises(error) as async_error:
+        async with target.connect() as mgr:
+            with pytest.raises(type(sync_error.value)) as async_error:
                 await call(mgr)
+            assert type(async_error.value) is type(sync_error.value)
             assert str(async_error.value) == str(sync_error.value)
 
     run(main())
 
 
-def test_sync_and_async_clients_see_the_same_resources(manager: proxyshare.ShareManager) -> None:
-    hits = manager.counter("shared")
+def test_sync_and_async_clients_see_the_same_resources(target: Target) -> None:
+    hits = target.sync.counter("shared")
     hits.increment(5)
 
     async def main() -> int:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             return await (await mgr.counter("shared")).increment()
 
     assert run(main()) == 6
@@ -329,21 +330,21 @@ def test_pipeline(manager: proxyshare.ShareManager) -> None:
 
 
 def test_an_async_proxy_does_not_pickle_and_says_what_to_do(
-    manager: proxyshare.ShareManager,
+    target: Target,
 ) -> None:
     async def main() -> None:
-        async with connect(manager) as mgr:
+        async with target.connect() as mgr:
             c = await mgr.counter("c")
-            assert repr(c).startswith("<proxyshare.aio.Counter 'c' at unix:")
+            assert repr(c).startswith("<proxyshare.aio.Counter 'c' at ")
             with pytest.raises(TypeError, match="Send the name"):
                 pickle.dumps(c)
 
     run(main())
 
 
-def test_a_manager_belongs_to_its_event_loop(manager: proxyshare.ShareManager) -> None:
+def test_a_manager_belongs_to_its_event_loop(target: Target) -> None:
     async def first() -> Any:
-        return await connect(manager)
+        return await target.connect()
 
     mgr = run(first())  # its loop is gone now
 
