@@ -99,8 +99,11 @@ def synthetic_report(
 
 
 def _row(name: str) -> CapabilityRow:
-    mechanism = spec_of(name).mechanism
+    spec = spec_of(name)
+    mechanism = spec.mechanism
     submit, after, remote, death = FACTS[mechanism]
+    if not spec.submittable:  # an asyncio proxy (see probes.probe_capabilities)
+        submit = after = _NO_BY_DESIGN
     return CapabilityRow(
         scenario=name,
         mechanism=mechanism,

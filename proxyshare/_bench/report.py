@@ -55,6 +55,8 @@ ALIASES: dict[str, list[str]] = {
     "default": [name for name, spec in SCENARIOS.items() if spec.default],
     "all": list(SCENARIOS),
     "queue": [name for name in SCENARIOS if name.startswith("queue-")],
+    # The asyncio client beside the sync one (not in the default run, which fits a screen).
+    "aio": ["proxyshare-counter", *(name for name in SCENARIOS if name.startswith("aio-"))],
 }
 
 Progress = Callable[[int, int, str], None]
