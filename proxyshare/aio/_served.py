@@ -136,6 +136,7 @@ class ServedTransport:
     async def call(self, op: Op[R], name: str | None, /, *args: Any) -> R:
         """Run ``op`` on the resource ``name`` on a connection this task may use."""
         request = (op.code, name, *args)
+        self._check_loop()
         task = asyncio.current_task()
         if task is None:
             raise ProxyShareError("proxyshare.aio calls must be awaited in an asyncio task")
@@ -230,9 +231,11 @@ class ServedTransport:
         if self._batch is batch:
             self._batch = None
         entries = [entry for entry in batch if not entry[1].done()]
-        if len(entries) == 1:
+        if self._closed:
+            _fail(entries, _closed_error())
+        elif len(entries) == 1:
             entries[0][1].set_result(_ALONE)
-        elif entries and not self._closed:
+        elif entries:
             sender = self._loop_now().create_task(self._send_batch(entries))
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
@@ -296,7 +299,6 @@ class ServedTransport:
 
     async def _checkout(self, shared: bool) -> Connection:
         """A connection for one call: idle, new, or (shared, at the cap) the next one freed."""
-        self._check_loop()
         idle = self._idle
         while idle:
             conn = idle.pop()

@@ -353,3 +353,32 @@ def test_a_manager_belongs_to_its_event_loop(target: Target) -> None:
             await mgr.names()
 
     run(second())
+
+
+def test_large_values_cross_in_both_directions(target: Target) -> None:
+    """Larger than a connection's read buffer: the buffer grows for it, then shrinks."""
+    big = bytes(range(256)) * (5 * 4096)  # 5 MiB
+
+    async def main() -> None:
+        async with target.connect() as mgr:
+            d = await mgr.dict("big")
+            await asyncio.gather(*(d.set(i, big) for i in range(3)))
+            assert await d.get(1) == big
+            assert (await d.snapshot())[2] == big
+            assert await (await mgr.counter("after")).increment() == 1  # still in step
+
+    run(main(), timeout=60)
+
+
+def test_calls_after_aclose_say_the_manager_is_closed(target: Target) -> None:
+    async def main() -> None:
+        mgr = await target.connect()
+        hits = await mgr.counter("hits")
+        await mgr.aclose()
+        outcomes = await asyncio.gather(
+            *(hits.increment() for _ in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(o, proxyshare.ProxyShareError) for o in outcomes), outcomes
+        assert all("closed" in str(o) for o in outcomes)
+
+    run(main())
