@@ -132,7 +132,10 @@ class Connection(asyncio.BufferedProtocol):
                 end -= start
                 self._start, self._end = 0, end
             if len(self._buf) - end < need:
-                self._buf.extend(bytes(end + need - len(self._buf)))
+                # A new buffer rather than a resize: a view of the old one may live on.
+                grown = bytearray(end + need)
+                grown[:end] = self._buf[:end]
+                self._buf = grown
         return memoryview(self._buf)[end:]
 
     def buffer_updated(self, nbytes: int) -> None:
