@@ -65,3 +65,13 @@ def test_a_client_using_aio_loads_no_server_and_nothing_heavy(
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert manager.counter("c").get() == 1
+
+
+def test_aio_all_lists_exactly_its_public_names() -> None:
+    from proxyshare import aio
+
+    public = {n for n in dir(aio) if not n.startswith("_")} - {"annotations"}
+    assert public == set(aio.__all__)
+    assert aio.__all__ == sorted(aio.__all__)
+    for name in aio.__all__:
+        assert getattr(aio, name) is not None, name
