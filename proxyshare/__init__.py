@@ -8,9 +8,12 @@
             for _ in range(4):
                 pool.submit(work, hits)               # proxies are plain arguments
 
-``import proxyshare`` stays cheap: the manager, pool and benchmark modules
-load on first use, and unpickling a proxy in a worker imports only the small
-client modules (no pydantic, no rich).
+For asyncio code, ``from proxyshare import aio``: the same resources, every
+method a coroutine (see ``proxyshare.aio``).
+
+``import proxyshare`` stays cheap: the manager, pool, asyncio and benchmark
+modules load on first use, and unpickling a proxy in a worker imports only
+the small client modules (no pydantic, no rich).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "ShareManager",
     "UnshareableArgumentError",
     "__version__",
+    "aio",
     "connect",
 ]
 
@@ -74,6 +78,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from proxyshare import aio
     from proxyshare._backends.shm.adder import Adder
     from proxyshare._manager import ShareManager, connect
     from proxyshare._pipeline import Pipeline
@@ -82,6 +87,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "aio":  # the asyncio client, a subpackage: loaded on first use
+        return importlib.import_module("proxyshare.aio")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'proxyshare' has no attribute {name!r}")

@@ -19,10 +19,13 @@ import ipaddress
 import socket
 from typing import NamedTuple, TypeGuard
 
+from proxyshare._errors import ProxyShareError
+
 __all__ = [
     "REDIS_SCHEMES",
     "Address",
     "TlsAddress",
+    "check_tls_files",
     "format_address",
     "is_loopback",
     "is_redis_url",
@@ -119,3 +122,18 @@ def is_loopback(address: Address) -> bool:
             )
         except OSError:
             return False
+
+
+def check_tls_files(address: Address | None, *files: object) -> None:
+    """TLS files (``tls_ca``, ``tls_cert``, ``tls_key``, in order) make sense for a
+    ``tls://`` address only; the environment's are ignored for others."""
+    if isinstance(address, TlsAddress):
+        return
+    names = ("tls_ca", "tls_cert", "tls_key")
+    given = [name for name, v in zip(names, files, strict=True) if v is not None]
+    if given:
+        where = "no address" if address is None else format_address(address)
+        raise ProxyShareError(
+            f"{', '.join(given)} given for {where}, which is not a tls:// address: "
+            "use tls://host:port (a server started with --tls-cert)"
+        )

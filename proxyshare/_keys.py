@@ -14,7 +14,15 @@ from pathlib import Path
 
 from proxyshare._errors import ProxyShareError
 
-__all__ = ["generate_authkey", "read_authkey_env", "read_key_file", "write_key_file"]
+__all__ = [
+    "ADDRESS_ENV",
+    "address_or_env",
+    "generate_authkey",
+    "read_authkey_env",
+    "read_key_file",
+    "require_authkey",
+    "write_key_file",
+]
 
 
 def generate_authkey() -> bytes:
@@ -67,3 +75,40 @@ def read_authkey_env() -> bytes | None:
     if key_file:
         return read_key_file(key_file)
     return None
+
+
+def require_authkey(authkey: bytes | str | None) -> bytes:
+    """``authkey`` as bytes, else the environment's key (``read_authkey_env``).
+
+    The one refusal when there is none, for every ``connect()``.
+    """
+    if authkey is None:
+        authkey = read_authkey_env()
+        if authkey is None:
+            raise ProxyShareError(
+                "no authkey given: pass authkey=... or set PROXYSHARE_AUTHKEY or "
+                "PROXYSHARE_AUTHKEY_FILE"
+            )
+    if isinstance(authkey, str):  # a key pasted from a file or variable
+        authkey = authkey.encode()
+    if not isinstance(authkey, (bytes, bytearray)):
+        raise TypeError(f"authkey must be bytes (or str), not {type(authkey).__name__}")
+    return bytes(authkey)
+
+
+ADDRESS_ENV = "PROXYSHARE_ADDRESS"
+
+
+def address_or_env(address: object) -> object:
+    """``address``, else ``$PROXYSHARE_ADDRESS`` (read here, beside the key it goes with).
+
+    The one refusal when there is neither, for every ``connect()``.
+    """
+    if address is None:
+        address = os.environ.get(ADDRESS_ENV)
+        if not address:
+            raise ProxyShareError(
+                "no address given: pass one to connect() or set PROXYSHARE_ADDRESS "
+                "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
+            )
+    return address

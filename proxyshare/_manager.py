@@ -38,10 +38,17 @@ from typing import TYPE_CHECKING, Any
 
 from proxyshare import _protocol as P
 from proxyshare import _rules as rules
-from proxyshare._address import Address, TlsAddress, format_address, is_redis_url, parse_address
+from proxyshare._address import (
+    Address,
+    TlsAddress,
+    check_tls_files,
+    format_address,
+    is_redis_url,
+    parse_address,
+)
 from proxyshare._client import ServerRef
 from proxyshare._errors import ProxyShareError
-from proxyshare._keys import read_authkey_env
+from proxyshare._keys import address_or_env, require_authkey
 from proxyshare._proxies import Barrier, Counter, Dict, Event, Lock, Queue, Semaphore
 
 if TYPE_CHECKING:
@@ -109,7 +116,7 @@ class ShareManager(managers.BaseManager):
             raise TypeError(f"authkey must be bytes (or str), not {type(authkey).__name__}")
         super().__init__(parsed, None if authkey is None else bytes(authkey), serializer, ctx)
         self._ref: ServerRef | None = None
-        _check_tls_arguments(parsed, tls_ca, tls_cert, tls_key)
+        check_tls_files(parsed, tls_ca, tls_cert, tls_key)
         self._tls_given = (tls_ca, tls_cert, tls_key)
         self._tls: TLSFiles | None = None  # resolved when connecting (set by _reconnect)
         self._server_options: builtins.dict[str, Any] = {}
@@ -362,20 +369,6 @@ def _reconnect(address: Address, authkey: bytes, tls: TLSFiles | None = None) ->
     return manager
 
 
-def _check_tls_arguments(address: Address | None, *files: object) -> None:
-    """TLS files make sense for a ``tls://`` address only (the environment's are ignored)."""
-    if isinstance(address, TlsAddress):
-        return
-    names = ("tls_ca", "tls_cert", "tls_key")
-    given = [name for name, v in zip(names, files, strict=True) if v is not None]
-    if given:
-        where = "no address" if address is None else format_address(address)
-        raise ProxyShareError(
-            f"{', '.join(given)} given for {where}, which is not a tls:// address: "
-            "use tls://host:port (a server started with --tls-cert)"
-        )
-
-
 def connect(
     address: object = None,
     authkey: bytes | str | None = None,
@@ -400,13 +393,7 @@ def connect(
     >>> client = connect("127.0.0.1:50000", authkey=b"secret")   # doctest: +SKIP
     >>> client.counter("hits").increment()                       # doctest: +SKIP
     """
-    if address is None:
-        address = os.environ.get("PROXYSHARE_ADDRESS")
-        if not address:
-            raise ProxyShareError(
-                "no address given: pass one to connect() or set PROXYSHARE_ADDRESS "
-                "(e.g. 127.0.0.1:50000 or unix:/path/to/socket)"
-            )
+    address = address_or_env(address)
     if is_redis_url(address):
         if tls_ca or tls_cert or tls_key:
             raise ProxyShareError(
@@ -416,15 +403,12 @@ def connect(
         from proxyshare._backends.redis.manager import RedisManager
 
         return RedisManager(address)
-    if authkey is None:
-        authkey = read_authkey_env()
-        if authkey is None:
-            raise ProxyShareError(
-                "no authkey given: pass authkey=... or set PROXYSHARE_AUTHKEY or "
-                "PROXYSHARE_AUTHKEY_FILE"
-            )
     manager = ShareManager(
-        address, authkey=authkey, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+        address,
+        authkey=require_authkey(authkey),
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     manager.connect()
     util.debug("proxyshare connected to %s", format_address(manager.server_ref.address))

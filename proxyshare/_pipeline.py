@@ -33,7 +33,7 @@ from proxyshare._errors import PipelineError, PipelineFailure, RemoteTraceback
 from proxyshare._protocol import Op
 from proxyshare._proxies import Counter, Dict, Queue
 
-__all__ = ["Pipeline"]
+__all__ = ["Batch", "Pipeline"]
 
 R = TypeVar("R")
 
@@ -41,10 +41,9 @@ R = TypeVar("R")
 class _Recorder:
     """A ``Transport`` that records requests instead of sending them."""
 
-    __slots__ = ("address", "requests")
+    __slots__ = ("requests",)
 
-    def __init__(self, ref: ServerRef) -> None:
-        self.address = ref.address
+    def __init__(self) -> None:
         self.requests: list[tuple[Any, ...]] = []
 
     def call(self, op: Op[R], name: str, /, *args: Any) -> R:
@@ -56,12 +55,13 @@ class _Recorder:
         return "a pipeline"
 
 
-class Pipeline:
-    """A batch of counter/dict/queue operations sent in one round trip."""
+class Batch:
+    """What a pipeline records, and how its failure reads: shared by the sync
+    :class:`Pipeline` and the asyncio one (``proxyshare.aio``), which differ
+    only in how the batch is sent."""
 
-    def __init__(self, ref: ServerRef) -> None:
-        self._ref = ref
-        self._recorder = _Recorder(ref)
+    def __init__(self) -> None:
+        self._recorder = _Recorder()
         self.results: list[Any] = []
 
     def counter(self, name: str) -> Counter:
@@ -79,27 +79,45 @@ class Pipeline:
     def __len__(self) -> int:
         return len(self._recorder.requests)
 
-    def execute(self) -> list[Any]:
-        """Send the queued operations; return their results in order."""
+    def _take(self) -> list[tuple[Any, ...]]:
+        """The queued requests; the pipeline is empty again."""
         requests, self._recorder.requests = self._recorder.requests, []
         if not requests:
             self.results = []
+        return requests
+
+    def _failed(self, failure: PipelineFailure) -> PipelineError:
+        """The error to raise (from ``failure.error``) for a batch the server stopped."""
+        self.results = list(failure.results)
+        cause = failure.error
+        tb = failure.__cause__
+        if isinstance(tb, RemoteTraceback) and cause.__cause__ is None:
+            cause.__cause__ = tb
+        return PipelineError(
+            f"operation {failure.index} of the pipeline failed "
+            f"({type(cause).__name__}: {cause}); {len(self.results)} operation(s) "
+            "before it were applied, it and the ones after it were not",
+            failure.index,
+            self.results,
+        )
+
+
+class Pipeline(Batch):
+    """A batch of counter/dict/queue operations sent in one round trip."""
+
+    def __init__(self, ref: ServerRef) -> None:
+        super().__init__()
+        self._ref = ref
+
+    def execute(self) -> list[Any]:
+        """Send the queued operations; return their results in order."""
+        requests = self._take()
+        if not requests:
             return self.results
         try:
             self.results = self._ref.call(P.PIPELINE, None, requests)
         except PipelineFailure as failure:
-            self.results = list(failure.results)
-            cause = failure.error
-            tb = failure.__cause__
-            if isinstance(tb, RemoteTraceback) and cause.__cause__ is None:
-                cause.__cause__ = tb
-            raise PipelineError(
-                f"operation {failure.index} of the pipeline failed "
-                f"({type(cause).__name__}: {cause}); {len(self.results)} operation(s) "
-                "before it were applied, it and the ones after it were not",
-                failure.index,
-                self.results,
-            ) from cause
+            raise self._failed(failure) from failure.error
         return self.results
 
     def __enter__(self) -> Pipeline:

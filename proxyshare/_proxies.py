@@ -29,7 +29,7 @@ from collections.abc import (
     ValuesView,
 )
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from proxyshare import _protocol as P
 from proxyshare._errors import (
@@ -46,13 +46,22 @@ __all__ = ["Barrier", "Counter", "Dict", "Event", "Lock", "Queue", "Semaphore"]
 _MISSING: Any = object()
 
 
-class _Proxy:
-    """Shared plumbing: identity, pickling, repr."""
+class _Located(Protocol):
+    def where(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Located)  # a Transport, or an asyncio one
+
+
+class _Handle(Generic[T]):
+    """What every proxy is, sync or asyncio (``proxyshare.aio``): a transport and a
+    name.  Identity, pickling and repr live here once."""
 
     __slots__ = ("_name", "_transport")
     kind: ClassVar[str] = ""
+    _namespace: ClassVar[str] = "proxyshare"  # how repr() names the class
 
-    def __init__(self, transport: Transport, name: str) -> None:
+    def __init__(self, transport: T, name: str) -> None:
         self._transport = transport
         self._name = name
 
@@ -65,15 +74,22 @@ class _Proxy:
         return (type(self), (self._transport, self._name))
 
     def __repr__(self) -> str:
-        return f"<proxyshare.{type(self).__name__} {self._name!r} at {self._transport.where()}>"
+        where = self._transport.where()
+        return f"<{self._namespace}.{type(self).__name__} {self._name!r} at {where}>"
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Proxy) or type(other) is not type(self):
+        if not isinstance(other, _Handle) or type(other) is not type(self):
             return NotImplemented
-        return other._transport == self._transport and other._name == self._name
+        return bool(other._transport == self._transport and other._name == self._name)
 
     def __hash__(self) -> int:
         return hash((type(self), self._transport, self._name))
+
+
+class _Proxy(_Handle[Transport]):
+    """Shared plumbing of the sync proxies."""
+
+    __slots__ = ()
 
 
 class Counter(_Proxy):

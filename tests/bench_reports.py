@@ -91,7 +91,8 @@ def synthetic_report(
             report.measurements.append(_summarise(name, w, runs))
     _fill_ratios(report.measurements)
     if probed:
-        names = {m.scenario for m in report.measurements if m.scenario != "floor"}
+        # In measurement order, as the bench's own rows are (a set's order varies by run).
+        names = dict.fromkeys(m.scenario for m in report.measurements if m.scenario != "floor")
         report.capabilities = [_row(name) for name in names]
     report.targets = compute_targets(report)
     report.verdict = make_verdict(report)
@@ -99,8 +100,11 @@ def synthetic_report(
 
 
 def _row(name: str) -> CapabilityRow:
-    mechanism = spec_of(name).mechanism
+    spec = spec_of(name)
+    mechanism = spec.mechanism
     submit, after, remote, death = FACTS[mechanism]
+    if not spec.submittable:  # an asyncio proxy (see probes.probe_capabilities)
+        submit = after = _NO_BY_DESIGN
     return CapabilityRow(
         scenario=name,
         mechanism=mechanism,

@@ -50,6 +50,12 @@ RESULT_LINES: dict[str, str] = {
     ),
     "09_queue_progress.py": r"OK: \d+ tasks on \d+ workers, \d+ progress messages",
     "10_semaphore_limit.py": r"OK: at most \d+ inside at once \(limit \d+\), \d+ free",
+    "11_web_workers.py": (
+        rf"result: 2 workers, {N // 3}/{N} allowed \(limit {N // 3}\), "
+        rf"orders 1..{N // 3} unique, counts exact"
+        if _installed("uvicorn", "httpx")
+        else r"result: skipped, needs uvicorn and httpx .*"
+    ),
 }
 
 

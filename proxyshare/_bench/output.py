@@ -170,18 +170,23 @@ def _render_capabilities(rows: list[CapabilityRow], verbose: bool) -> list[Any]:
     """One line per mechanism (its scenarios share the facts); details with ``verbose``."""
     from rich.text import Text
 
-    groups: dict[str, list[CapabilityRow]] = {}
+    # Scenarios of a mechanism share its facts, but for an object that cannot itself
+    # be submitted (an asyncio proxy): those get a line of their own, named.
+    groups: dict[tuple[str, bool], list[CapabilityRow]] = {}
     for row in rows:
-        groups.setdefault(row.mechanism, []).append(row)
+        groups.setdefault((row.mechanism, bool(row.submit_argument.works)), []).append(row)
+    split = {m for m, _works in groups if (m, True) in groups and (m, False) in groups}
     table = _table()
     table.add_column("what the cost buys" + (" (scenarios)" if verbose else ""))
     for _field, header in _CAP_COLUMNS:
         table.add_column(header, no_wrap=True)
     details: list[str] = []
-    for mechanism, members in groups.items():
+    for (mechanism, works), members in groups.items():
         first = members[0]
         cells = [getattr(first, field) for field, _header in _CAP_COLUMNS]
         label = mechanism
+        if mechanism in split and not works:
+            label += ": " + ", ".join(m.scenario for m in members)
         if verbose:
             label += "\n[dim]" + ", ".join(m.scenario for m in members) + "[/]"
         table.add_row(label, *(_cap_text(c) for c in cells))

@@ -132,6 +132,11 @@ def _cap(fact: Fact) -> Capability:
 
 _Facts = tuple[Fact, Fact, Fact, Fact]
 
+_NOT_SUBMITTABLE = (
+    "an asyncio proxy belongs to its event loop and does not pickle; the same resource "
+    "passes as a sync proxy"
+)
+
 
 def probe_capabilities(
     env: S.BenchEnv, config: BenchConfig, report: BenchReport
@@ -157,8 +162,11 @@ def probe_capabilities(
         S.shutdown_pool(pool)
     rows = []
     for name in names:
-        mechanism = spec_of(name).mechanism
+        spec = spec_of(name)
+        mechanism = spec.mechanism
         submit, after, remote, death = facts[mechanism]
+        if not spec.submittable:
+            submit = after = Fact(False, "structural", _NOT_SUBMITTABLE)
         rows.append(
             CapabilityRow(
                 scenario=name,

@@ -56,6 +56,8 @@ ALIASES: dict[str, list[str]] = {
     "all": list(SCENARIOS),
     "queue": [name for name in SCENARIOS if name.startswith("queue-")],
     "tls": ["proxyshare-tcp", "proxyshare-tls"],
+    # The asyncio client beside the sync one (not in the default run, which fits a screen).
+    "aio": ["proxyshare-counter", *(name for name in SCENARIOS if name.startswith("aio-"))],
 }
 
 Progress = Callable[[int, int, str], None]

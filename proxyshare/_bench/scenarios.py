@@ -27,6 +27,7 @@ from typing import Any
 from proxyshare._bench import workers as W
 
 __all__ = [
+    "AIO_TASKS",
     "CLIENTS_SCENARIO",
     "DEFAULT_REDIS_URL",
     "FAMILIES",
@@ -47,6 +48,7 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PIPELINE_BATCH = 1000
+AIO_TASKS = 64  # concurrent tasks of the aio-64 scenario, in each worker process
 
 
 def redacted_url(url: str) -> str:
@@ -133,6 +135,10 @@ class ScenarioSpec:
     ops_scale: int = 1
     # A key of FAMILIES; "" means: follow from the mechanism and unit (family_of).
     family: str = ""
+    # Whether the object the workers use can itself be a submit() argument (an
+    # asyncio proxy is bound to its event loop: its mechanism's probes say what
+    # the resource can do, this says the object cannot be passed).
+    submittable: bool = True
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -188,6 +194,20 @@ SCENARIOS: dict[str, ScenarioSpec] = dict(
             "counter.increment() over tls:// (loopback; certificates made at run time)",
             "proxyshare (served)",
             family="served",
+        ),
+        _spec(
+            "aio-1",
+            "asyncio: one task awaiting counter.increment() (from proxyshare import aio)",
+            "proxyshare (served)",
+            default=False,
+            submittable=False,
+        ),
+        _spec(
+            "aio-64",
+            f"asyncio: {AIO_TASKS} tasks of one event loop awaiting counter.increment()",
+            "proxyshare (served)",
+            default=False,
+            submittable=False,
         ),
         _spec(
             "proxyshare-shm",
@@ -593,6 +613,23 @@ def _durable(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> 
     )
 
 
+def _aio(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
+    """Each worker runs an event loop with 1 or ``AIO_TASKS`` tasks sharing its ops."""
+    mgr = env.share_manager()
+    name = env.name(scenario, tag)
+    counter = mgr.counter(name)
+    ref = mgr.server_ref
+    tasks = 1 if scenario == "aio-1" else AIO_TASKS
+    return Prepared(
+        "aio-counter",
+        (ref.address, ref.authkey, name, tasks),
+        workers * ops,
+        counter.get,
+        operations=env.share_operations,
+        setup_calls=W.aio_setup_calls(tasks),
+    )
+
+
 def _shm(env: BenchEnv, scenario: str, workers: int, ops: int, tag: str) -> Prepared:
     mgr = env.share_manager()
     name = env.name(scenario, tag)
@@ -719,6 +756,8 @@ _PREPARE: dict[str, Callable[[BenchEnv, str, int, int, str], Prepared]] = {
     "proxyshare-clients": _share,
     "proxyshare-tcp": _tcp,
     "proxyshare-tls": _tcp,
+    "aio-1": _aio,
+    "aio-64": _aio,
     "proxyshare-shm": _shm,
     "proxyshare-shm-lock": _shm,
     "proxyshare-adder": _adder,

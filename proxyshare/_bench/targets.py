@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from proxyshare._bench.report import BenchReport, Target
+from proxyshare._bench.scenarios import AIO_TASKS
 
 __all__ = ["compute_targets", "target_workers"]
 
@@ -126,6 +127,23 @@ def compute_targets(report: BenchReport) -> list[Target]:
             1.2,
         ),
     ]
+    if _aio_workers(report) is not None:  # only when they ran: not in the default run
+        targets += [
+            (
+                "aio-64-vs-sync",
+                f"asyncio, {AIO_TASKS} tasks per process ÷ one sync client per process, ops/s",
+                _aio_speedup(report),
+                ">=",
+                3.0,
+            ),
+            (
+                "aio-overhead-us",
+                "asyncio client, one task: µs/op over the sync client's",
+                _aio_overhead(report),
+                "<=",
+                25.0,
+            ),
+        ]
     out = []
     for name, description, (value, detail), comparison, limit in targets:
         met = None
@@ -185,3 +203,37 @@ def _shm_death_ms(report: BenchReport) -> tuple[float | None, str]:
                 return None, "proxyshare-shm-lock not measured"
             return None, fact.detail
     return None, "proxyshare-shm-lock not probed"
+
+
+def _aio_workers(report: BenchReport) -> int | None:
+    """The asyncio targets speak of one process when the run measured one, else of the
+    smallest worker count it measured them at."""
+    counts = sorted(
+        m.workers
+        for m in report.measurements
+        if m.scenario in ("aio-1", "aio-64")
+        and report.measurement("proxyshare-counter", m.workers) is not None
+    )
+    return counts[0] if counts else None
+
+
+def _aio_speedup(report: BenchReport) -> tuple[float | None, str]:
+    w = _aio_workers(report)
+    aio = report.measurement("aio-64", w) if w is not None else None
+    sync = report.measurement("proxyshare-counter", w) if w is not None else None
+    if aio is None or sync is None or aio.us_per_op <= 0:
+        return None, "aio-64 and proxyshare-counter not measured at the same worker count"
+    return sync.us_per_op / aio.us_per_op, (
+        f"{aio.ops_per_s:,.0f} ÷ {sync.ops_per_s:,.0f} ops/s at {w} worker(s)"
+    )
+
+
+def _aio_overhead(report: BenchReport) -> tuple[float | None, str]:
+    w = _aio_workers(report)
+    aio = report.measurement("aio-1", w) if w is not None else None
+    sync = report.measurement("proxyshare-counter", w) if w is not None else None
+    if aio is None or sync is None:
+        return None, "aio-1 and proxyshare-counter not measured at the same worker count"
+    return aio.us_per_op - sync.us_per_op, (
+        f"{aio.us_per_op:.1f} − {sync.us_per_op:.1f} µs/op at {w} worker(s)"
+    )

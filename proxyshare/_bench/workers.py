@@ -33,6 +33,7 @@ __all__ = [
     "BaseManagerCounter",
     "BenchBaseManager",
     "FloorServer",
+    "aio_setup_calls",
     "hold_lock",
     "init_worker",
     "probe_use",
@@ -109,6 +110,53 @@ def _counter(ops: int, counter: Any) -> Loop:
         return ops
 
     return loop
+
+
+def aio_setup_calls(tasks: int) -> int:
+    """Requests ``_aio_counter`` makes before the timing: the open, then one get per
+    task, which ride in two requests when there are several (one alone, the rest in
+    one batch: see ``proxyshare.aio._served``)."""
+    return 1 + (1 if tasks == 1 else 2)
+
+
+def _aio_counter(ops: int, address: Any, authkey: bytes, name: str, tasks: int) -> Loop:
+    """``tasks`` tasks of one event loop share ``ops`` increments through ``proxyshare.aio``."""
+    import asyncio
+
+    from proxyshare import aio
+
+    loop = asyncio.new_event_loop()
+    mgr = loop.run_until_complete(aio.connect(address, authkey=authkey))
+    try:
+        counter = loop.run_until_complete(mgr.counter(name))
+
+        async def warm_up() -> None:  # connections open before the timing, as for the others
+            await asyncio.gather(*(counter.get() for _ in range(tasks)))
+
+        loop.run_until_complete(warm_up())
+    except BaseException:
+        loop.run_until_complete(mgr.aclose())
+        loop.close()
+        raise
+    shares = [ops // tasks + (1 if i < ops % tasks else 0) for i in range(tasks)]
+
+    async def hammer(n: int) -> None:
+        increment = counter.increment
+        for _ in range(n):
+            await increment()
+
+    async def everyone() -> None:
+        await asyncio.gather(*(hammer(n) for n in shares))
+
+    def run() -> int:
+        try:
+            loop.run_until_complete(everyone())
+        finally:
+            loop.run_until_complete(mgr.aclose())
+            loop.close()
+        return ops
+
+    return run
 
 
 def _lock_dict(ops: int, lock: Any, d: Any, key: str) -> Loop:
@@ -277,6 +325,7 @@ BODIES: dict[str, Callable[..., Loop]] = {
     "initializer": _initializer,
     "initializer-nolock": _initializer_nolock,
     "counter": _counter,
+    "aio-counter": _aio_counter,
     "lock-dict": _lock_dict,
     "dict-increment": _dict_increment,
     "pipeline": _pipeline,

@@ -107,7 +107,8 @@ def _add_bench_options(bench: argparse.ArgumentParser) -> None:
         "--scenarios",
         type=_scenario_names,
         metavar="A,B",
-        help="scenarios to run (default: all; 'queue' = the queue scenarios)",
+        help="scenarios to run (default: all but the asyncio ones; 'queue' = the queue "
+        "scenarios; 'aio' = the asyncio client beside the sync one; 'all' = every one)",
     )
     bench.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     bench.add_argument(

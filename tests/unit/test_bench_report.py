@@ -47,9 +47,13 @@ def _report(measurements: list[tuple[str, float]], workers: int = 2) -> BenchRep
 
 
 def test_default_scenarios_are_all_so_every_target_is_measured_in_one_run() -> None:
+    """All but the asyncio client's, which run with --scenarios aio (and --workers 1,
+    the one process their targets speak of); their targets appear when they ran."""
     default = expand_scenarios(None)
     assert {"initializer", "proxyshare-counter", "floor", "basemanager-floor"} <= set(default)
-    assert default == expand_scenarios(["all"]) == list(SCENARIOS)
+    opt_in = ["aio-1", "aio-64"]
+    assert default == [name for name in expand_scenarios(["all"]) if name not in opt_in]
+    assert expand_scenarios(["aio"]) == ["proxyshare-counter", *opt_in]
 
 
 def test_scenario_selection_keeps_table_order_and_expands_aliases() -> None:
@@ -305,3 +309,19 @@ def test_an_explicit_family_wins_and_every_scenario_has_one() -> None:
     assert spec.family == "same-host"
     assert all(spec.family in S.FAMILIES for spec in SCENARIOS.values())
     assert SCENARIOS["basemanager-floor"].family == "floor"
+
+
+def test_the_asyncio_targets_speak_of_one_process_and_its_proxies_are_not_passed() -> None:
+    costs = {"initializer": 2.0, "proxyshare-counter": 120.0, "aio-1": 150.0, "aio-64": 12.0}
+    report = synthetic_report(costs, workers=1)
+    targets = {t.name: t for t in report.targets}
+    speedup, overhead = targets["aio-64-vs-sync"], targets["aio-overhead-us"]
+    assert speedup.measured == pytest.approx(10.0) and speedup.met is True
+    assert overhead.measured == pytest.approx(30.0) and overhead.met is False
+    assert "at 1 worker(s)" in speedup.detail
+    assert report.verdict is not None
+    # aio-64 is the cheapest, but an asyncio proxy is no submit() argument.
+    assert report.verdict.cheapest_passable == "proxyshare-counter"
+    lines = "\n".join(_printed(report))
+    assert "proxyshare (served): aio-1, aio-64" in lines  # its own line of facts
+    assert "aio-64-vs-sync" not in {t.name for t in synthetic_report(TYPICAL).targets}

@@ -62,7 +62,14 @@ if TYPE_CHECKING:
     from redis.client import PubSub
     from redis.connection import Connection, ConnectionPool
 
-__all__ = ["CONNECT_TIMEOUT", "DEFAULT_PREFIX", "SOCKET_TIMEOUT", "RedisTransport", "translate"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DEFAULT_PREFIX",
+    "SOCKET_TIMEOUT",
+    "RedisTransport",
+    "client_options",
+    "translate",
+]
 
 R = TypeVar("R")
 
@@ -294,19 +301,15 @@ def translate(
 # -- per-process state: clients, and the connection lent to each thread -----------------
 
 
-def _make_client(url: str) -> Redis:
-    """This process's ``redis.Redis`` (and so its connection pool) for ``url``."""
-    redis = _redis()
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
+def client_options(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL to give redis-py and the options of every client of this backend, the
+    blocking one here and the asyncio one (``proxyshare.aio``): all but ``retry``,
+    which each makes with its own ``Retry`` class, never resending a command."""
     for_redis, _shown = split_url(url)
     options: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
         "protocol": 2,  # replies as plain lists, whatever the redis-py default
-        # Never resend a command: an INCRBY whose reply was lost may have run.
-        "retry": Retry(NoBackoff(), 0),
         "client_name": f"{CLIENT_NAME_TAG}:{os.getpid()}:{HOST}",
     }
     if not for_redis.startswith("unix://"):
@@ -314,7 +317,18 @@ def _make_client(url: str) -> Redis:
     password = env_password(url)
     if password:
         options["password"] = password
-    client: Redis = redis.Redis.from_url(for_redis, **options)
+    return for_redis, options
+
+
+def _make_client(url: str) -> Redis:
+    """This process's ``redis.Redis`` (and so its connection pool) for ``url``."""
+    redis = _redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    for_redis, options = client_options(url)
+    # Never resend a command: an INCRBY whose reply was lost may have run.
+    client: Redis = redis.Redis.from_url(for_redis, retry=Retry(NoBackoff(), 0), **options)
     return client
 
 

@@ -25,7 +25,7 @@ from proxyshare._backends.redis.ops.base import (
     resource_script,
     time_left,
 )
-from proxyshare._backends.redis.sansio import WAIT_SLICE, BlockingPop, Eval, Run, Script
+from proxyshare._backends.redis.sansio import WAIT_SLICE, BlockingPop, Call, Eval, Run, Script
 from proxyshare._errors import ResourceNotFoundError
 from proxyshare._rules import (
     check_max_items,
@@ -34,7 +34,7 @@ from proxyshare._rules import (
     queue_closed_and_empty,
 )
 
-__all__ = ["close", "describe", "get", "get_many", "info", "put", "put_many", "qsize"]
+__all__ = ["close", "describe", "get", "get_many", "info", "put", "put_many", "qsize", "unget"]
 
 KIND = "queue"
 
@@ -246,6 +246,15 @@ def qsize(ctx: Context, name: str) -> Run[int]:
 @implements(P.QUEUE_CLOSE)
 def close(ctx: Context, name: str) -> Run[None]:
     yield _on(ctx, _CLOSE, name, [])
+
+
+def unget(ctx: Context, name: str, items: list[Any]) -> Run[None]:
+    """Put back, at the front and in order, items a get took whose caller was cancelled
+    before it could return them (the served queue's ``unget``; no op code: the asyncio
+    driver runs it to undo a cancelled get)."""
+    if items:
+        v = keys(ctx, name)[1]
+        yield Call("LPUSH", v, *[dumps(item) for item in reversed(items)], name=name, kind=KIND)
 
 
 @describes(KIND)
