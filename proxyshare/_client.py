@@ -71,6 +71,8 @@ __all__ = [
     "ServerRef",
     "call_timeout",
     "close_all_channels",
+    "error_from_reply",
+    "result_of",
 ]
 
 CONNECT_TIMEOUT = 5.0  # seconds for TCP connect and for the handshake
@@ -228,16 +230,7 @@ class Channel:
             raise  # the caller's own exception, unchanged; its request was cancelled
         finally:
             self._busy = False
-        try:
-            status, value = _loads(reply)
-        except Exception as exc:  # the whole reply was read: the connection is in step
-            raise ProxyShareError(
-                f"the server's reply could not be unpickled in this process "
-                f"({type(exc).__name__}: {exc}): is the value's class importable here?"
-            ) from exc
-        if status == P.OK:
-            return value
-        raise error_from_reply(value)
+        return result_of(reply)
 
     def _failed(self, exc: BaseException, sent: bool, size: int) -> ServerUnavailableError | None:
         """A call failed while it sent or waited: the error to raise instead, if any.
@@ -681,6 +674,20 @@ class ServerRef:
 
     def where(self) -> str:
         return format_address(self.address)
+
+
+def result_of(reply: bytes) -> Any:
+    """A whole reply's value, or its error raised (the connection stays in step)."""
+    try:
+        status, value = _loads(reply)
+    except Exception as exc:
+        raise ProxyShareError(
+            f"the server's reply could not be unpickled in this process "
+            f"({type(exc).__name__}: {exc}): is the value's class importable here?"
+        ) from exc
+    if status == P.OK:
+        return value
+    raise error_from_reply(value)
 
 
 def error_from_reply(value: Any) -> BaseException:

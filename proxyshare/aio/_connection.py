@@ -52,6 +52,7 @@ from proxyshare._client import (
     _unpicklable,
     call_timeout,
     error_from_reply,
+    result_of,
 )
 from proxyshare._errors import AuthenticationError, ProxyShareError, ServerUnavailableError
 from proxyshare._wire import keepalive
@@ -281,16 +282,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._cancel()
                 await self._finish_drain()
             raise
-        try:
-            status, value = _loads(reply)
-        except Exception as exc:  # the whole reply was read: the connection is in step
-            raise ProxyShareError(
-                f"the server's reply could not be unpickled in this process "
-                f"({type(exc).__name__}: {exc}): is the value's class importable here?"
-            ) from exc
-        if status == P.OK:
-            return value
-        raise error_from_reply(value)
+        return result_of(reply)
 
     def _cancel(self) -> None:
         """Cancel request ``seq``: from now on, frames are dropped until its ACK."""

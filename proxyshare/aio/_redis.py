@@ -56,6 +56,7 @@ from proxyshare._backends.redis.transport import (
 )
 from proxyshare._errors import ProxyShareError
 from proxyshare._protocol import Op
+from proxyshare.aio._loop import closed_error, running_loop
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -159,18 +160,8 @@ class RedisAsyncTransport:
 
     def _client_here(self) -> Redis:
         if self.closed:
-            raise ProxyShareError(
-                "this asyncio manager is closed: use it inside `async with aio.connect(...) "
-                "as mgr:` or before `await mgr.aclose()`"
-            )
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise ProxyShareError(
-                "this asyncio manager belongs to another event loop: connect with "
-                "aio.connect() in the event loop that uses it"
-            )
+            raise closed_error()
+        self._loop = running_loop(self._loop)
         client = self._client
         if client is None:
             client = self._client = _make_client(self._blocking.url)

@@ -55,6 +55,7 @@ from proxyshare._errors import (
 )
 from proxyshare._protocol import Op
 from proxyshare.aio._connection import CALL_TIMEOUT, Connection, open_connection
+from proxyshare.aio._loop import closed_error, running_loop
 
 if TYPE_CHECKING:
     from proxyshare._tls import TLSFiles
@@ -234,7 +235,7 @@ class ServedTransport:
             self._batch = None
         entries = [entry for entry in batch if not entry[1].done()]
         if self._closed:
-            _fail(entries, _closed_error())
+            _fail(entries, closed_error())
         elif len(entries) == 1:
             entries[0][1].set_result(_ALONE)
         elif entries:
@@ -345,7 +346,7 @@ class ServedTransport:
 
     async def _connect(self) -> Connection:
         if self._closed:
-            raise _closed_error()
+            raise closed_error()
         conn = await open_connection(
             self.address,
             self._authkey,
@@ -354,7 +355,7 @@ class ServedTransport:
         )
         if self.closed:  # aclose() ran while this one was being opened
             conn.close()
-            raise _closed_error()
+            raise closed_error()
         self._all.add(conn)
         return conn
 
@@ -406,16 +407,8 @@ class ServedTransport:
 
     def _check_loop(self) -> None:
         if self._closed:
-            raise _closed_error()
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise ProxyShareError(
-                "this asyncio manager belongs to another event loop: connect with "
-                "aio.connect() in the event loop that uses it (e.g. in the ASGI lifespan, "
-                "not at import time)"
-            )
+            raise closed_error()
+        self._loop = running_loop(self._loop)
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -429,7 +422,7 @@ class ServedTransport:
         if self._closed:
             return
         self._closed = True
-        error = _closed_error()
+        error = closed_error()
         for conn in list(self._all):
             conn.close(error)
         self._all.clear()
@@ -465,14 +458,7 @@ def _deliver(entries: list[_Entry], results: list[Any]) -> None:
 
 def _fail(entries: list[_Entry], error: BaseException) -> None:
     if not isinstance(error, Exception):  # cancelled: the callers did not cancel themselves
-        error = _closed_error() if isinstance(error, asyncio.CancelledError) else error
+        error = closed_error() if isinstance(error, asyncio.CancelledError) else error
     for _request, future in entries:
         if not future.done():
             future.set_exception(error)
-
-
-def _closed_error() -> ProxyShareError:
-    return ProxyShareError(
-        "this asyncio manager is closed: use it inside `async with aio.connect(...) as mgr:` "
-        "or before `await mgr.aclose()`"
-    )
