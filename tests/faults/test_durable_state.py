@@ -124,7 +124,8 @@ def test_a_sigkilled_server_keeps_every_acknowledged_change(
     total = sum(counters for _, counters, _ in acked)
     assert total <= value <= total + CLIENTS  # each client had at most one call in flight
     for key, _, dict_acks in acked:
-        assert dict_acks <= tally[key] <= dict_acks + 1
+        # A worker that started late may have had no increment acknowledged yet.
+        assert dict_acks <= tally.get(key, 0) <= dict_acks + 1
     figures.record(
         f"server SIGKILLed under load, --fsync {fsync}",
         f"{total} acknowledged, {value} restored ({value - total} of {CLIENTS} in flight)",

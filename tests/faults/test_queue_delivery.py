@@ -35,9 +35,11 @@ def _queue_status(mgr: proxyshare.ShareManager, name: str) -> dict[str, Any]:
     return found
 
 
-def _start_consumer(ctx: Any, q: Any, how: str) -> tuple[Any, Any]:
+def _start_consumer(ctx: Any, q: Any, how: str, default_sigterm: bool = False) -> tuple[Any, Any]:
     taken = ctx.Queue()
-    proc = ctx.Process(target=workers.take_and_hold, args=(q, how, taken), daemon=True)
+    proc = ctx.Process(
+        target=workers.take_and_hold, args=(q, how, taken, default_sigterm), daemon=True
+    )
     proc.start()
     return proc, taken
 
@@ -150,7 +152,7 @@ def test_a_consumer_ended_by_sigterm_gives_back_its_item(
     ctx = multiprocessing.get_context("fork")
     q = manager.queue("work")
     q.put("a")
-    proc, taken = _start_consumer(ctx, q, "get")
+    proc, taken = _start_consumer(ctx, q, "get", default_sigterm=True)
     try:
         assert taken.get(timeout=30) == "a"
         proc.terminate()  # SIGTERM

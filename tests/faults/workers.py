@@ -214,8 +214,14 @@ def count_acks_until_unavailable(counter: Any, tally: Any, key: str, results: An
         results.put((key, *acked))
 
 
-def take_and_hold(q: Any, how: str, taken: Any) -> None:
-    """Take work from ``q`` (``get`` or ``get_many``), report it, then "work" until killed."""
+def take_and_hold(q: Any, how: str, taken: Any, default_sigterm: bool = False) -> None:
+    """Take work from ``q`` (``get`` or ``get_many``), report it, then "work" until killed.
+
+    ``default_sigterm``: SIGTERM's default action, whatever a tool installed (coverage's
+    ``sigterm = true`` handler exits through atexit, which is a clean exit).
+    """
+    if default_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     got = q.get(timeout=30) if how == "get" else q.get_many(2, timeout=30)
     taken.put(got)
     while True:

@@ -145,11 +145,10 @@ def test_stopping_the_server_closes_the_sessions_its_reactor_was_watching(
     """The reactor stops first, so nobody is left to read those sessions' EOF."""
     with serve_in_thread() as (server, client):
         client.lock("l")
-        # The holder is a raw channel too: serve_in_thread closes the client's own
-        # channels before it stops the server, and a holder leaving then would hand
-        # the lock to the parked waiter, which would read that grant before its EOF.
+        # The holder is a raw channel too, which nothing closes before the server
+        # stops: a holder leaving first would hand the lock to the parked waiter.
         holder = _raw(client, raw_channels)
-        _send(holder, (P.LOCK_ACQUIRE, "l", True, None))
+        _send(holder, (P.LOCK_ACQUIRE.code, "l", True, None))
         holder._wire.recv_view()  # the grant
         assert _resource(client, "l")["locked"]
         idle = _raw(client, raw_channels)
