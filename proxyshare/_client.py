@@ -292,7 +292,11 @@ class Channel:
             return
         self.closed = True
         _forget(self)
-        self._farewell()
+        # Not ``self._farewell()``: at exit weakref.finalize's own atexit hook may
+        # have run first (Python 3.13 runs multiprocessing's finalizers from
+        # atexit too, after it), and a finalize called after that does nothing.
+        if self._farewell.detach() is not None:
+            _say_bye(self._wire, self.pid)
 
 
 def _describe(exc: BaseException) -> str:
