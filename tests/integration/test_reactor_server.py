@@ -537,9 +537,12 @@ def test_the_server_process_reads_its_backend_from_the_environment(
 ) -> None:
     """PROXYSHARE_REACTOR reaches the embedded server's own process (CI's poll(2) run
     relies on it); a value it does not know stops the start, naming the variable."""
+    # Spawn: a process started through a forkserver gets the environment the
+    # forkserver had when it started (maybe in an earlier test), not today's.
+    spawn = multiprocessing.get_context("spawn")
     monkeypatch.setenv("PROXYSHARE_REACTOR", "kqueue")
     with pytest.raises(proxyshare.ProxyShareError, match="PROXYSHARE_REACTOR='kqueue'"):
-        proxyshare.ShareManager().start()
+        proxyshare.ShareManager(ctx=spawn).start()
     monkeypatch.setenv("PROXYSHARE_REACTOR", "poll")
-    with running_manager() as mgr:
+    with running_manager(ctx=spawn) as mgr:
         assert mgr.counter("n").increment() == 1
