@@ -76,6 +76,25 @@ def kill_hard(proc: Any) -> None:
         proc.wait(5)
 
 
+def stop_hard(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every one of its threads has stopped.
+
+    ``kill`` returns before the stop takes hold: a thread woken by a request
+    in the meantime can still answer it. Resume with ``SIGCONT``.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: all(state in "Tt" for state in _thread_states(pid)))
+
+
+def _thread_states(pid: int) -> list[str]:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            stat = (task / "stat").read_text()
+            states.append(stat.rpartition(")")[2].split()[0])
+    return states
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -29,7 +29,7 @@ from proxyshare import aio
 from proxyshare.aio import _connection, _served
 from proxyshare.aio._handshake import answer_challenge, deliver_challenge
 from tests.aio.helpers import run
-from tests.support import free_port, kill_hard
+from tests.support import free_port, kill_hard, stop_hard
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,8 +161,8 @@ def test_a_stopped_server_is_server_unavailable_after_the_call_deadline(
         async with aio.connect(tcp_manager.address, authkey=b"the key") as mgr:
             hits = await mgr.counter("hits")
             await hits.increment()
-            os.kill(pid, signal.SIGSTOP)
             try:
+                stop_hard(pid)  # every thread stopped, not just signalled
                 started = time.monotonic()
                 with pytest.raises(proxyshare.ServerUnavailableError, match="did not answer"):
                     await hits.increment()

@@ -23,7 +23,7 @@ from proxyshare import _client
 from proxyshare import _protocol as P
 from proxyshare._client import Channel, close_all_channels
 from tests.faults.conftest import Figures, poll_until
-from tests.support import running_manager, wait_until
+from tests.support import running_manager, stop_hard, wait_until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.matrix]  # differs by Python: see noxfile.py
 
@@ -258,9 +258,8 @@ def test_a_stopped_server_raises_within_the_deadline_instead_of_hanging(
         thread.start()
         wait_until(lambda: len(mgr.status()["clients"]) >= 2)
         pid = mgr._process.pid
-        os.kill(pid, signal.SIGSTOP)
         try:
-            wait_until(lambda: _process_state(pid) == "T")  # stopped, not just signalled
+            stop_hard(pid)  # stopped, not just signalled
             go.set()
             started = time.monotonic()
             with pytest.raises(proxyshare.ServerUnavailableError, match="did not answer within"):
@@ -277,11 +276,6 @@ def test_a_stopped_server_raises_within_the_deadline_instead_of_hanging(
     figures.record(
         "server SIGSTOPped, deadline 1 s", "acquire(timeout=1.5) raised", outcome["seconds"]
     )
-
-
-def _process_state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rpartition(")")[2].split()[0]
 
 
 def test_the_call_timeout_comes_from_the_environment() -> None:
