@@ -62,6 +62,11 @@ __all__ = ["ShareManager", "connect"]
 
 _State: Any = getattr(managers, "State")  # noqa: B009  (not in the type stubs)
 
+# The variables the embedded server reads in its own process. A forkserver
+# child gets the environment the forkserver started with, maybe long ago, so
+# start() sends today's values along (a test keeps this list in step).
+SERVER_ENV = ("PROXYSHARE_REACTOR", "PROXYSHARE_SHM_DIR", "PROXYSHARE_SPIN_US")
+
 logger = logging.getLogger("proxyshare")
 
 
@@ -192,8 +197,8 @@ class ShareManager(managers.BaseManager):
                 "run `proxyshare serve --tls-cert FILE --tls-key FILE` (or serve "
                 "get_server(tls_cert=..., tls_key=...)) and connect to it"
             )
-        if self._server_options:
-            initializer = _ServerStart(self._server_options, initializer)
+        environ = {name: os.environ.get(name) for name in SERVER_ENV}
+        initializer = _ServerStart(self._server_options, environ, initializer)
         super().start(initializer, initargs)
         if isinstance(self._address, ProxyShareError):  # sent instead of an address
             failure = self._address
@@ -347,14 +352,21 @@ class ShareManager(managers.BaseManager):
 
 
 class _ServerStart:
-    """The initializer ``start()`` hands the server process: the user's, plus our options.
+    """The initializer ``start()`` hands the server process: the user's, plus ours.
 
     ``BaseManager.start()`` passes nothing else through; ``run_embedded`` reads
-    ``proxyshare_server_options`` before it builds the server.
+    ``proxyshare_server_options`` and applies ``proxyshare_environ`` (``SERVER_ENV``
+    as this process has them, None for unset) before the user's initializer runs.
     """
 
-    def __init__(self, options: builtins.dict[str, Any], initializer: Any) -> None:
+    def __init__(
+        self,
+        options: builtins.dict[str, Any],
+        environ: builtins.dict[str, str | None],
+        initializer: Any,
+    ) -> None:
         self.proxyshare_server_options = options
+        self.proxyshare_environ = environ
         self.initializer = initializer
 
     def __call__(self, *args: Any) -> None:

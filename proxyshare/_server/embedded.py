@@ -6,8 +6,9 @@ it dies, which the stdlib's does not.
 
 ``BaseManager.start()`` passes the server process nothing but the stdlib's
 arguments, so ``ShareManager`` sends its own server options (the state dir)
-in the initializer's place: an object with a ``proxyshare_server_options``
-dict (see ``ShareManager.start``).
+and the server's environment variables in the initializer's place: an object
+with ``proxyshare_server_options`` and ``proxyshare_environ`` dicts (see
+``ShareManager.start``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def run_embedded(
     """Serve until stopped; send the parent our address, or why we could not start."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
     options = dict(getattr(initializer, "proxyshare_server_options", None) or {})
+    _take_environ(getattr(initializer, "proxyshare_environ", None) or {})
     try:
         if initializer is not None:
             initializer(*initargs)
@@ -122,3 +124,12 @@ def _watch_parent(server: ShareServer) -> None:
             server.stop()
 
     threading.Thread(target=watch, name="proxyshare-parent-watch", daemon=True).start()
+
+
+def _take_environ(environ: dict[str, str | None]) -> None:
+    """Make the server's variables what the starting process had (None: unset)."""
+    for name, value in environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import pickle
 import random
@@ -28,7 +29,7 @@ from proxyshare import _protocol as P
 from proxyshare._client import Channel
 from tests.faults import workers as fault_workers
 from tests.faults.conftest import serve_in_thread
-from tests.support import kill_hard, released, running_manager, wait_until
+from tests.support import START_METHODS, kill_hard, released, running_manager, wait_until
 
 pytestmark = [pytest.mark.matrix, pytest.mark.timeout(90)]
 
@@ -532,17 +533,32 @@ def test_the_poll_backend_serves_counters_locks_and_waits_finished_on_workers(
         assert counter.get() == 800
 
 
+@pytest.mark.parametrize("method", START_METHODS)
 def test_the_server_process_reads_its_backend_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
     """PROXYSHARE_REACTOR reaches the embedded server's own process (CI's poll(2) run
-    relies on it); a value it does not know stops the start, naming the variable."""
-    # Spawn: a process started through a forkserver gets the environment the
-    # forkserver had when it started (maybe in an earlier test), not today's.
-    spawn = multiprocessing.get_context("spawn")
+    relies on it), as set or unset now; a value it does not know stops the start,
+    naming the variable."""
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":  # started before the variable changes, so its copy is old
+        multiprocessing.forkserver.ensure_running()
     monkeypatch.setenv("PROXYSHARE_REACTOR", "kqueue")
     with pytest.raises(proxyshare.ProxyShareError, match="PROXYSHARE_REACTOR='kqueue'"):
-        proxyshare.ShareManager(ctx=spawn).start()
-    monkeypatch.setenv("PROXYSHARE_REACTOR", "poll")
-    with running_manager(ctx=spawn) as mgr:
+        proxyshare.ShareManager(ctx=ctx).start()
+    monkeypatch.delenv("PROXYSHARE_REACTOR")
+    with running_manager(ctx=ctx) as mgr:
         assert mgr.counter("n").increment() == 1
+    monkeypatch.setenv("PROXYSHARE_REACTOR", "poll")
+    with running_manager(ctx=ctx) as mgr:
+        assert mgr.counter("n").increment() == 1
+
+
+def test_the_server_variables_are_the_ones_the_server_reads() -> None:
+    """ShareManager.start() sends these to the server process; each is read there."""
+    from proxyshare._manager import SERVER_ENV
+    from proxyshare._server.reactor import REACTOR_ENV
+    from proxyshare._server.resources.shm import DIR_ENV
+    from proxyshare._wire import SPIN_ENV
+
+    assert sorted(SERVER_ENV) == sorted([REACTOR_ENV, DIR_ENV, SPIN_ENV])
