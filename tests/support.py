@@ -173,3 +173,36 @@ def loky_safe_logging() -> Iterator[None]:
     finally:
         for handler in saved:
             mp_logger.addHandler(handler)
+
+
+# Printed by a child after its code: what a client must never load (the server,
+# the CLI, the bench, or the heavy libraries those use).
+_HEAVY_PROBE = (
+    "\nimport sys as _sys\n"
+    "print(sorted(m for m in _sys.modules if m.split('.')[0] in\n"
+    "             ('pydantic', 'rich', 'matplotlib', 'redis')\n"
+    "             or m.split('.')[:2] in (['proxyshare', '_server'], ['proxyshare', '_cli'],\n"
+    "                                     ['proxyshare', '_bench'])))\n"
+)
+
+
+def heavy_modules_after(manager: Any, key_dir: Path, code: str, stdin: bytes = b"") -> str:
+    """Run ``code`` in a fresh client of ``manager`` (found through the environment,
+    outside the checkout); return the heavy modules it loaded, as printed, ``[]`` if none."""
+    from proxyshare._keys import write_key_file
+
+    ref = manager.server_ref
+    key_file = write_key_file(key_dir / "key", ref.authkey)
+    env = cli_env(
+        {"PROXYSHARE_ADDRESS": f"unix:{ref.address}", "PROXYSHARE_AUTHKEY_FILE": str(key_file)}
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code + _HEAVY_PROBE],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT.parent,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout.decode().strip().splitlines()[-1]

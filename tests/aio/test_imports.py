@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import proxyshare
-from proxyshare._keys import write_key_file
-from tests.support import ROOT, cli_env
+from tests.support import cli_env, heavy_modules_after
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,7 +33,7 @@ def test_a_client_using_aio_loads_no_server_and_nothing_heavy(
     manager: proxyshare.ShareManager, tmp_path: Path
 ) -> None:
     code = (
-        "import asyncio, sys\n"
+        "import asyncio\n"
         "from proxyshare import aio\n"
         "async def main():\n"
         "    async with aio.connect() as mgr:\n"
@@ -43,27 +41,8 @@ def test_a_client_using_aio_loads_no_server_and_nothing_heavy(
         "        async with await mgr.lock('l'):\n"
         "            pass\n"
         "asyncio.run(main())\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in\n"
-        "          ('pydantic', 'rich', 'matplotlib', 'redis')\n"
-        "          or m.split('.')[:2] in (['proxyshare', '_server'], ['proxyshare', '_cli'],\n"
-        "                                  ['proxyshare', '_bench'])]\n"
-        "print(sorted(loaded))\n"
     )
-    ref = manager.server_ref
-    key_file = write_key_file(tmp_path / "key", ref.authkey)
-    env = cli_env(
-        {"PROXYSHARE_ADDRESS": f"unix:{ref.address}", "PROXYSHARE_AUTHKEY_FILE": str(key_file)}
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=os.path.dirname(ROOT),
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert heavy_modules_after(manager, tmp_path, code) == "[]"
     assert manager.counter("c").get() == 1
 
 

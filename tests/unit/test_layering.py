@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -11,8 +10,7 @@ from pathlib import Path
 import pytest
 
 import proxyshare
-from proxyshare._keys import write_key_file
-from tests.support import ROOT, cli_env
+from tests.support import ROOT, cli_env, heavy_modules_after
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,25 +55,6 @@ def test_a_client_that_connects_and_unpickles_proxies_loads_no_server_and_nothin
         "client = proxyshare.connect()\n"
         "proxies = pickle.loads(sys.stdin.buffer.read())\n"
         "proxies[0].increment(); proxies[7].increment(); client.names()\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in\n"
-        "          ('pydantic', 'rich', 'matplotlib', 'redis')\n"
-        "          or m.split('.')[:2] in (['proxyshare', '_server'], ['proxyshare', '_cli'],\n"
-        "                                  ['proxyshare', '_bench'])]\n"
-        "print(sorted(loaded))\n"
     )
-    ref = manager.server_ref
-    key_file = write_key_file(tmp_path / "key", ref.authkey)
-    env = cli_env(
-        {"PROXYSHARE_ADDRESS": f"unix:{ref.address}", "PROXYSHARE_AUTHKEY_FILE": str(key_file)}
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        input=pickle.dumps(proxies),
-        capture_output=True,
-        timeout=60,
-        env=env,
-        cwd=os.path.dirname(ROOT),
-    )
-    assert out.returncode == 0, out.stderr.decode()
-    assert out.stdout.decode().strip() == "[]"
+    assert heavy_modules_after(manager, tmp_path, code, stdin=pickle.dumps(proxies)) == "[]"
     assert manager.counter("c").get() == 1
