@@ -3,7 +3,8 @@ every backend -- the same exception class with the same words, or the same resul
 
 Each case runs on every backend that has the resource (``served``: a
 ShareManager; ``shm``: ``shared_memory=True`` counters and locks; ``redis``:
-the Redis backend) and the outcomes must be equal.  The rules themselves are
+the Redis backend; ``aio-served`` and ``aio-redis``: the asyncio client of
+each, behind a blocking face) and the outcomes must be equal.  The rules themselves are
 written once, in ``proxyshare._rules``; this suite proves every backend uses
 them.  Where an error names the backend's own place ("on this server",
 "under prefix ..."), only the class is compared.
@@ -11,6 +12,7 @@ them.  Where an error names the backend's own place ("on this server",
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import queue
@@ -55,26 +57,45 @@ class Backend:
 @pytest.fixture(scope="module")
 def backends(request: pytest.FixtureRequest) -> Iterator[list[Backend]]:
     everything = {"counter", "lock", "dict", "queue", "semaphore", "event", "barrier"}
-    with running_manager() as served, running_manager() as shm:
-        found = [Backend("served", served, everything), Backend("shm", shm, {"counter", "lock"})]
-        redis_mgr = None
+    from proxyshare import aio
+    from tests.aio.helpers import connect_redis
+    from tests.contract.blocking_aio import LoopThread, blocking_manager
+
+    with contextlib.ExitStack() as stack:
+        served = stack.enter_context(running_manager())
+        shm = stack.enter_context(running_manager())
+        runner = LoopThread()
+        stack.callback(runner.close)
+        ref = stack.enter_context(running_manager()).server_ref  # data of its own
+        aio_served, close = blocking_manager(
+            runner, lambda: aio.connect(ref.address, authkey=ref.authkey)
+        )
+        stack.callback(close)
+        found = [
+            Backend("served", served, everything),
+            Backend("shm", shm, {"counter", "lock"}),
+            Backend("aio-served", aio_served, everything),
+        ]
         try:
             redis_server = request.getfixturevalue("redis_server")
         except pytest.skip.Exception:
             redis_server = None  # no redis-server here: the other backends still run
         if redis_server is not None:
             from proxyshare._backends.redis import RedisManager
+            from tests.integration.redis_workers import flush_prefix
 
             prefix = f"contract:{uuid.uuid4().hex[:8]}:"
+            stack.callback(flush_prefix, redis_server.url, prefix)
             redis_mgr = RedisManager(redis_server.url, prefix=prefix)
             found.append(Backend("redis", redis_mgr, everything - {"barrier"}))
-        try:
-            yield found
-        finally:
-            if redis_mgr is not None:
-                from tests.integration.redis_workers import flush_prefix
-
-                flush_prefix(redis_server.url, prefix)
+            aio_prefix = f"contract:{uuid.uuid4().hex[:8]}:"
+            stack.callback(flush_prefix, redis_server.url, aio_prefix)
+            aio_redis, close = blocking_manager(
+                runner, lambda: connect_redis(redis_server.url, aio_prefix)
+            )
+            stack.callback(close)
+            found.append(Backend("aio-redis", aio_redis, everything - {"barrier"}))
+        yield found
 
 
 def outcome(call: Callable[[], Any], *, words: bool = True) -> Outcome:
@@ -369,6 +390,8 @@ KEY_CASES: list[tuple[Callable[[Any], Any], Outcome]] = [
 def test_missing_keys_behave_alike(
     backends: list[Backend], call: Callable[[Any], Any], expected: Outcome
 ) -> None:
+    if call is KEY_CASES[0][0]:  # d[k]: the asyncio dict has no subscript (it is ``get``)
+        backends = [b for b in backends if not b.label.startswith("aio")]
     assert same_everywhere(backends, "dict", lambda b, n: call(b.dict(n))) == expected
 
 
@@ -423,7 +446,7 @@ def test_only_the_served_counter_is_unbounded(backends: list[Backend]) -> None:
     for b in backends:
         name = f"big{next(_names)}"
         got = outcome(lambda b=b, name=name: b.counter(name).increment(big))
-        if b.label == "served":
+        if b.label in ("served", "aio-served"):
             assert got == ("ok", repr(big))
         else:
             assert got[0] == "OverflowError" and "64 bits" in got[1], (b.label, got)
@@ -431,9 +454,9 @@ def test_only_the_served_counter_is_unbounded(backends: list[Backend]) -> None:
 
 def test_every_backend_of_this_run_took_part(backends: list[Backend]) -> None:
     labels = {b.label for b in backends}
-    assert {"served", "shm"} <= labels
+    assert {"served", "shm", "aio-served"} <= labels
     import os
 
     if os.environ.get("PROXYSHARE_REQUIRE_REDIS") == "1":
-        assert "redis" in labels
+        assert {"redis", "aio-redis"} <= labels
     assert isinstance(proxyshare.ProxyShareError("x"), Exception)
