@@ -255,24 +255,26 @@ def test_the_file_is_sparse_and_grows_by_pages_of_claimed_slots(resource: AdderR
 
 def test_reset_while_threads_add_loses_nothing(resource: AdderResource) -> None:
     adder = adder_on(resource)
-    threads, n = 3, 20_000
+    added = [0, 0, 0]
+    stop = threading.Event()
 
-    def body() -> None:
-        for _ in range(n):
+    def body(i: int) -> None:
+        while not stop.is_set():
             adder.add()
+            added[i] += 1
 
-    workers = [threading.Thread(target=body) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
+    workers = [threading.Thread(target=body, args=(i,)) for i in range(len(added))]
     taken = 0
-    resets = 0
-    while any(worker.is_alive() for worker in workers):
-        taken += adder.reset()
-        resets += 1
-    for worker in workers:
-        worker.join(60)
-    assert resets > 1
-    assert taken + adder.get() == threads * n
+    with released(stop):
+        for worker in workers:
+            worker.start()
+        wait_until(lambda: all(added), timeout=30)  # every thread is adding ...
+        for _ in range(200):  # ... while these resets run
+            taken += adder.reset()
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+    assert taken + adder.get() == sum(added)
 
 
 def test_reset_is_serialised_with_other_resets(resource: AdderResource) -> None:
