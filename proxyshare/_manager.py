@@ -197,6 +197,8 @@ class ShareManager(managers.BaseManager):
                 "run `proxyshare serve --tls-cert FILE --tls-key FILE` (or serve "
                 "get_server(tls_cert=..., tls_key=...)) and connect to it"
             )
+        if initializer is not None and not callable(initializer):  # before it is wrapped
+            raise TypeError(f"initializer must be a callable, not {initializer!r}")
         environ = {name: os.environ.get(name) for name in SERVER_ENV}
         initializer = _ServerStart(self._server_options, environ, initializer)
         super().start(initializer, initargs)

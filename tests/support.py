@@ -148,6 +148,11 @@ def hold_lock_forever(lock: Any, ready: Any) -> None:
         time.sleep(1)
 
 
+def write_pid(path: str) -> None:
+    """An initializer: record which process ran it."""
+    Path(path).write_text(str(os.getpid()))
+
+
 def pid_of_worker() -> int:
     return os.getpid()
 

@@ -9,6 +9,7 @@ import pickle
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ import proxyshare
 from proxyshare._client import close_all_channels
 from proxyshare._server import ShareServer
 from tests.integration import workers
-from tests.support import free_port, kill_hard, wait_until
+from tests.support import free_port, kill_hard, wait_until, write_pid
 
 pytestmark = pytest.mark.matrix
 
@@ -403,3 +404,21 @@ def test_registered_user_types_still_work_through_the_generic_path() -> None:
         box.append(1)
         assert box._getvalue() == [1]
         assert mgr.counter("c").increment() == 1
+
+
+def test_start_runs_the_initializer_in_the_server_process(tmp_path: Path) -> None:
+    """As BaseManager.start(initializer, initargs), with our options sent beside it."""
+    ran = tmp_path / "pid"
+    mgr = proxyshare.ShareManager()
+    mgr.start(write_pid, (str(ran),))
+    try:
+        assert ran.read_text() == str(mgr._process.pid)
+        assert mgr.counter("c").increment() == 1
+    finally:
+        mgr.shutdown()
+
+
+def test_start_refuses_an_initializer_that_is_not_callable() -> None:
+    mgr = proxyshare.ShareManager()
+    with pytest.raises(TypeError, match="initializer must be a callable, not 5"):
+        mgr.start(initializer=5)
